@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from leannet.errors import LeannetError
+from leannet.models.external import build_external
 from leannet.models.norms import NORMS
 from leannet.registry import Registry
 
@@ -58,7 +59,10 @@ def _resolve(name: str) -> ModelFactory:
         if match:
             return resolver(match)
     valid = [*MODELS.names(), *(description for _, description, _ in _PATTERNS)]
-    raise LeannetError(f"unknown model '{name}'; valid models: {', '.join(valid)}")
+    raise LeannetError(
+        f"unknown model '{name}'; valid models: {', '.join(valid)}, "
+        f"or tv:<torchvision name> / timm:<timm name>"
+    )
 
 
 def build_model(
@@ -73,16 +77,18 @@ def build_model(
     """Build a freshly initialized model by name.
 
     ``name`` is a registered leannet model (``MODELS.names()``, e.g. ``resnet20``; ``resnetD`` for
-    any depth D = 6n+2).
+    any depth D = 6n+2), ``tv:<name>`` for torchvision or ``timm:<name>`` for timm (random weights).
     ``norm`` is a name registered in ``NORMS``; ``width`` multiplies channel counts (leannet models
     only); ``image_size`` is the input height/width, needed by models whose layer sizes depend on it
-    (``mlp``). Other keyword arguments go to the model factory.
+    (``mlp``) and not forwarded to external models. Other keyword arguments go to the model factory.
     """
     if num_classes < 1 or in_channels < 1:
         raise LeannetError(f"num_classes and in_channels must be >= 1; got {num_classes}, {in_channels}")
     if width <= 0:
         raise LeannetError(f"width must be > 0; got {width}")
     NORMS.get(norm)  # fail on an unknown norm before building anything
+    if ":" in name:
+        return build_external(name, num_classes, in_channels=in_channels, norm=norm, width=width, **kwargs)
     factory = _resolve(name)
     params = inspect.signature(factory).parameters
     if image_size is not None and "image_size" in params:

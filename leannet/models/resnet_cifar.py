@@ -94,7 +94,7 @@ def cifar_resnet(
     if depth < 8 or (depth - 2) % 6:
         raise LeannetError(
             f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 26, 32, ...); got {depth} "
-            "(for ResNet-18 on CIFAR use resnet18_cifar)"
+            "(for ResNet-18 on CIFAR use resnet18_cifar; ImageNet ResNets are tv:resnetN / timm:resnetN)"
         )
     w = max(1, round(16 * width))
     n = (depth - 2) // 6

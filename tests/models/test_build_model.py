@@ -56,7 +56,7 @@ def test_named_depths_do_not_take_a_depth():
         build_model("resnet20", 10, depth=32)
 
 
-@pytest.mark.parametrize("name", ["resnet21", "resnet18", "resnet2", "resnett20", "vgg"])
+@pytest.mark.parametrize("name", ["resnet21", "resnet18", "resnet2", "resnett20", "vgg", "foo:bar"])
 def test_bad_names_raise(name):
     with pytest.raises(LeannetError):
         build_model(name, 10)
