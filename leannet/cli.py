@@ -1,0 +1,157 @@
+"""The `leannet` command line: train, suite, eval, report, data, list.
+
+Every user mistake surfaces as one line `leannet: error: …` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from leannet.errors import LeannetError
+
+EPILOG_TRAIN = """examples:
+  leannet train recipes/baseline/fashion_mnist.yaml
+  leannet train recipes/baseline/fashion_mnist.yaml model.name=resnet8 trainer.max_epochs=2 seed=1
+  leannet train --resume runs/fashion_mnist            # continue an interrupted run exactly
+  leannet train recipe.yaml trainer.devices=2 trainer.strategy=ddp trainer.accelerator=cpu
+"""
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from leannet.config import load_recipe
+    from leannet.train.run import resume, train
+
+    if args.resume:
+        overrides = ([args.recipe] if args.recipe else []) + args.overrides
+        results = resume(args.resume, overrides)
+    else:
+        if not args.recipe:
+            raise LeannetError("give a recipe (e.g. recipes/baseline/fashion_mnist.yaml) or --resume RUN_DIR")
+        results = train(load_recipe(args.recipe, args.overrides))
+    print(json.dumps(results, indent=2))
+
+
+def cmd_suite(args: argparse.Namespace) -> None:
+    from leannet.report import report
+    from leannet.train.suite import load_suite, run_suite
+
+    runs = run_suite(args.suite, args.overrides, dry_run=args.dry_run)
+    if args.dry_run:
+        return
+    suite, _ = load_suite(args.suite, args.overrides)
+    print(report([r.run_dir for r in runs], out=suite.out_dir, title=suite.title or Path(args.suite).stem))
+    print(f"report and plots written to {suite.out_dir}/report.md and {suite.out_dir}/curves.png")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    import lightning as L
+
+    from leannet.data import build_loaders
+    from leannet.train.run import load_trained, quiet_lightning
+
+    quiet_lightning()
+    config, built = load_trained(args.run_dir, args.checkpoint)
+    loaders = built.loaders
+    if args.data:
+        loaders = build_loaders(args.data, root=args.root, eval_batch_size=config.data.eval_batch_size, val_size=0)
+        if loaders.info.num_classes != built.loaders.info.num_classes:
+            raise LeannetError(
+                f"{args.data} has {loaders.info.num_classes} classes but the model predicts "
+                f"{built.loaders.info.num_classes}; evaluate on a dataset with the same classes"
+            )
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="auto")
+    rows = trainer.test(built.module, loaders.test, verbose=False)
+    print(json.dumps({"run_dir": str(args.run_dir), "checkpoint": args.checkpoint,
+                      "data": args.data or config.data.name, **rows[0]}, indent=2))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from leannet.report import report
+
+    print(report(args.run_dirs, out=args.out, title=args.title))
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from leannet.data import fetch
+
+    path = fetch(args.name, root=args.root)
+    print(f"{args.name} ready in {path}")
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from leannet.data import DATASETS
+    from leannet.models import MODELS, NORMS
+    from leannet.train.methods import METHODS
+
+    registries = {"models": MODELS, "datasets": DATASETS, "methods": METHODS, "norms": NORMS}
+    print("\n".join(registries[args.what].names()))
+    if args.what == "models":
+        print("tv:<name>      any torchvision classification model, e.g. tv:resnet18\n"
+              "timm:<name>    any timm model, e.g. timm:resnet18\n"
+              "resnet<6n+2>   a CIFAR ResNet of any valid depth, e.g. resnet866")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="leannet", description="Eight papers' techniques on your own models.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train one recipe", epilog=EPILOG_TRAIN,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train a YAML recipe; any key can be overridden as key=value.")
+    t.add_argument("recipe", nargs="?", help="recipe YAML, e.g. recipes/baseline/fashion_mnist.yaml")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.05 seed=1")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("suite", help="run variants of a recipe over seeds and report",
+                       description="Run every variant × seed of a suite file that has no results yet, "
+                       "then write report.md and curves.png in the suite's out_dir.")
+    s.add_argument("suite", help="suite YAML, e.g. recipes/suites/main.yaml")
+    s.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
+    s.add_argument("--dry-run", action="store_true", help="list the runs and their status only")
+    s.set_defaults(func=cmd_suite)
+
+    e = sub.add_parser("eval", help="evaluate a trained run on a test set")
+    e.add_argument("run_dir")
+    e.add_argument("--checkpoint", choices=["last", "best"], default="last")
+    e.add_argument("--data", help="evaluate on another dataset (same classes), e.g. mnist")
+    e.add_argument("--root", help="data directory for --data")
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("report", help="markdown table + learning curves of run directories")
+    r.add_argument("run_dirs", nargs="+", help="run directories or folders containing them")
+    r.add_argument("--out", help="where to write report.md and curves.png (default: the first path)")
+    r.add_argument("--title", default="Results")
+    r.set_defaults(func=cmd_report)
+
+    d = sub.add_parser("data", help="dataset utilities")
+    dsub = d.add_subparsers(dest="action", required=True, metavar="ACTION")
+    f = dsub.add_parser("fetch", help="put a dataset into the data directory (LEANNET_DATA)")
+    f.add_argument("name", help="e.g. fashion_mnist")
+    f.add_argument("--root", help="data directory (default: $LEANNET_DATA or ~/.cache/leannet/data)")
+    f.set_defaults(func=cmd_data)
+
+    ls = sub.add_parser("list", help="list registered names")
+    ls.add_argument("what", choices=["models", "datasets", "methods", "norms"])
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LeannetError as err:
+        print(f"leannet: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("leannet: interrupted; resume with `leannet train --resume RUN_DIR`", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

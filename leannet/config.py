@@ -1,0 +1,166 @@
+"""Recipes: typed OmegaConf configs loaded from YAML plus `key=value` overrides.
+
+The schema below is the single source of valid keys and types. Unknown keys and values of the wrong
+type become one-line `LeannetError`s that name the key and list the valid ones. Technique-specific
+keys under `method:` are validated against the method's own signature (see `leannet.train.methods`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from leannet.errors import LeannetError
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist"
+    root: str | None = None
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    val_size: int = 5000
+    few_shot: int | None = None
+    augment: str = "crop_flip"
+    loader: str = "tensor"
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet20"
+    norm: str = "bn"
+    width: float = 1.0
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = True
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"
+    warmup_epochs: float = 0.0
+    milestones: list[float] = field(default_factory=list)
+    gamma: float = 0.1
+    min_lr: float = 0.0
+    pct_start: float = 0.3
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 10
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    channels_last: bool = False
+    compile: bool = False
+    threads: int | None = None
+    log_every_n_steps: int = 50
+    tensorboard: bool = False
+    progress: str = "auto"
+    limit_train_batches: float | None = None
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    seed: int = 0
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "ce"})
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML file into a dict; a missing or malformed file is a one-line error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise LeannetError(f"config file not found: {path}; check the path (recipes live in recipes/)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise LeannetError(f"malformed YAML in {path}{where}: {problem}; fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LeannetError(f"{path} must hold a mapping of config keys, not a {type(data).__name__}")
+    return data
+
+
+def _explain(err: OmegaConfBaseException, source: str) -> LeannetError:
+    key = getattr(err, "full_key", None) or "?"
+    if isinstance(err, ConfigKeyError):
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        node = OmegaConf.structured(Recipe)
+        section = OmegaConf.select(node, parent) if parent else node
+        valid = ", ".join(sorted(section.keys())) if isinstance(section, DictConfig) else ""
+        where = f" under '{parent}'" if parent else ""
+        return LeannetError(f"unknown config key '{key}' in {source}; valid keys{where}: {valid}")
+    reason = str(err).splitlines()[0]
+    return LeannetError(f"bad value for '{key}' in {source}: {reason}")
+
+
+def parse_overrides(overrides: list[str]) -> DictConfig:
+    """Turn `["optim.lr=0.05", "model.name=resnet8"]` into a config (values parsed as YAML)."""
+    for item in overrides:
+        if "=" not in item:
+            raise LeannetError(f"override '{item}' is not key=value; write e.g. optim.lr=0.05")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as err:
+        raise LeannetError(f"cannot parse overrides {overrides}: {str(err).splitlines()[0]}") from None
+
+
+def merge_recipe(*layers: dict[str, Any] | DictConfig, source: str = "recipe") -> DictConfig:
+    """Merge config layers onto the typed schema, validating keys and types."""
+    config = OmegaConf.structured(Recipe)
+    try:
+        for layer in layers:
+            config = OmegaConf.merge(config, layer)
+    except OmegaConfBaseException as err:
+        raise _explain(err, source) from None
+    if "name" not in config.method:
+        raise LeannetError(f"'method' in {source} needs a name, e.g. method: {{name: ce}}")
+    return config
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> DictConfig:
+    """Load a recipe YAML (or the defaults when `path` is None) and apply `key=value` overrides."""
+    layers: list[Any] = []
+    source = "defaults"
+    if path is not None:
+        layers.append(read_yaml(path))
+        source = str(path)
+        if "name" not in layers[0]:
+            layers[0]["name"] = Path(path).stem
+    config = merge_recipe(*layers, source=source)
+    if overrides:
+        config = merge_recipe(config, parse_overrides(list(overrides)), source="command-line overrides")
+    return config
+
+
+def to_dict(config: DictConfig) -> dict[str, Any]:
+    """A plain, resolved dict of a config (for JSON, checkpoints and hashing)."""
+    return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]

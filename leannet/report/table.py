@@ -1,0 +1,97 @@
+"""Markdown result tables: final-epoch accuracy mean ± std over seeds, best labelled as such."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from leannet.errors import LeannetError
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Every run directory (one holding results.json) at or below the given paths."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise LeannetError(f"no such run directory: {path}")
+        found += sorted(p.parent for p in path.rglob("results.json")) if path.is_dir() else []
+    if not found:
+        raise LeannetError(f"no finished runs (results.json) under {', '.join(map(str, paths))}")
+    return found
+
+
+def load_results(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "results.json"
+    try:
+        return json.loads(path.read_text()) | {"run_dir": str(run_dir)}
+    except (OSError, json.JSONDecodeError) as err:
+        raise LeannetError(f"cannot read {path}: {err}; delete the run or re-run it") from None
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(run_dirs: Iterable[Path]) -> list[dict[str, Any]]:
+    """Group runs by name (the suite variant) in first-seen order and average over seeds."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run_dir in run_dirs:
+        results = load_results(Path(run_dir))
+        groups.setdefault(results["name"], []).append(results)
+    rows = []
+    for name, runs in groups.items():
+        row: dict[str, Any] = {"name": name, "seeds": len(runs), "runs": runs}
+        for key in ("test_acc", "test_acc_at_best_val", "best_val_acc", "epoch_seconds", "images_per_s",
+                    "test_top5"):
+            values = [r[key] for r in runs if r.get(key) is not None]
+            if values:
+                row[key] = mean_std(values)
+        row["params"] = runs[0].get("params")
+        row["trainable_params"] = runs[0].get("trainable_params")
+        row["epochs"] = runs[0].get("epochs")
+        rows.append(row)
+    return rows
+
+
+def _pct(value: tuple[float, float] | None) -> str:
+    return "–" if value is None else f"{100 * value[0]:.2f} ± {100 * value[1]:.2f}"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The results table: final test accuracy first; the best-validation checkpoint is labelled."""
+    lines = [
+        "| run | seeds | epochs | test acc % (final) | test acc % (best-val ckpt) | best val acc % "
+        "| s / epoch | train img/s | params (trainable) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        sec, rate = row.get("epoch_seconds"), row.get("images_per_s")
+        lines.append(
+            f"| {row['name']} | {row['seeds']} | {row['epochs']} | {_pct(row.get('test_acc'))} "
+            f"| {_pct(row.get('test_acc_at_best_val'))} | {_pct(row.get('best_val_acc'))} "
+            f"| {f'{sec[0]:.1f}' if sec else '–'} | {f'{rate[0]:.0f}' if rate else '–'} "
+            f"| {row['params']:,} ({row['trainable_params']:,}) |"
+        )
+    return "\n".join(lines)
+
+
+def report(paths: Iterable[str | Path], out: str | Path | None = None, title: str = "Results") -> str:
+    """Aggregate runs into `report.md` and `curves.png` in `out` (default: the first path)."""
+    from leannet.report.plots import plot_curves
+
+    paths = list(paths)
+    rows = aggregate(find_runs(paths))
+    out = Path(out) if out is not None else Path(paths[0])
+    out.mkdir(parents=True, exist_ok=True)
+    plot = plot_curves(rows, out / "curves.png")
+    text = (
+        f"# {title}\n\nMean ± sample std over seeds. 'final' is the model after the last epoch; "
+        "'best-val ckpt' is the checkpoint with the best validation accuracy.\n\n"
+        f"{markdown_table(rows)}\n\n![learning curves]({plot.name})\n"
+    )
+    (out / "report.md").write_text(text)
+    return text

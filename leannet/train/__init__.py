@@ -1,0 +1,10 @@
+"""Training: the method registry, the Lightning module, and running recipes into run directories."""
+
+from leannet.train.methods import METHODS, Method, build_method, register_method
+from leannet.train.module import LeanModule, NonFiniteLossError
+from leannet.train.run import build, load_trained, resume, train
+
+__all__ = [
+    "METHODS", "Method", "build_method", "register_method", "LeanModule", "NonFiniteLossError",
+    "build", "load_trained", "resume", "train",
+]

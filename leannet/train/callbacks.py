@@ -1,0 +1,138 @@
+"""Lightning plug-ins for the run directory: atomic checkpoints, throughput, plain epoch log lines."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from leannet.errors import LeannetError
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """`torch.save` to a temporary file in the same folder, fsync, then rename over `path`.
+
+    A crash mid-write leaves the previous file intact: readers see the old or the new file, never a
+    partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """`torch.load(weights_only=True)`; a missing, corrupt or foreign file is a one-line error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise LeannetError(f"checkpoint not found: {path}; check the run directory")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LeannetError(
+            f"cannot read checkpoint {path} (corrupt, truncated or not a leannet checkpoint: {reason[:160]}); "
+            "delete it or point to another checkpoint"
+        ) from None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that writes atomically and always loads with `weights_only=True`."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        return safe_torch_load(path, map_location=map_location or "cpu")
+
+
+class EpochMonitor(L.Callback):
+    """Per-epoch metrics: training images/s and time (validation excluded), `metrics.csv`, one log line.
+
+    Written here rather than by Lightning's CSVLogger because that logger deletes an existing
+    metrics file when a run is resumed; this one keeps the rows of the epochs before the resume.
+    """
+
+    KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/top5")
+
+    def __init__(self, csv_path: str | Path | None = None, print_lines: bool = True) -> None:
+        self.csv_path = Path(csv_path) if csv_path else None
+        self.print_lines = print_lines
+        self.rows: list[dict[str, float]] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.csv_path and self.csv_path.is_file():
+            self.rows = [r for r in read_metrics(self.csv_path) if r["epoch"] < trainer.current_epoch]
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.images = 0
+        self.start = self.last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.images += batch[1].shape[0] * trainer.world_size
+        self.last = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = max(self.last - self.start, 1e-9)
+        rate = self.images / seconds
+        if trainer.global_rank != 0:
+            return
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        row |= {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        row |= {"lr": trainer.optimizers[0].param_groups[0]["lr"], "train/epoch_time": seconds,
+                "train/images_per_s": rate}
+        self.rows.append(row)
+        if self.csv_path:
+            write_metrics(self.csv_path, self.rows)
+        if self.print_lines:
+            parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+            parts += [f"{key} {row[key]:.4f}" for key in self.KEYS if key in row]
+            parts += [f"{seconds:.1f}s", f"{rate:.0f} img/s"]
+            print("  ".join(parts), flush=True)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """The rows of a metrics.csv written by `EpochMonitor` (empty cells dropped)."""
+    with Path(path).open(newline="") as f:
+        rows = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
+    for row in rows:
+        row["epoch"] = int(row["epoch"])
+    return rows
+
+
+def write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
+    keys = ["epoch", "step"] + sorted({k for row in rows for k in row} - {"epoch", "step"})
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+class FailAfterEpoch(L.Callback):
+    """Crashes at the start of the epoch after `epoch` (checkpointed by then): used by resume tests."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch >= self.epoch:
+            raise InterruptedError(f"simulated crash after epoch {self.epoch}")

@@ -1,0 +1,119 @@
+"""Training methods: a method turns a batch into `{"loss", "logits", ...named scalars}`.
+
+The trainer only calls a method and backpropagates `loss`; everything technique-specific lives in the
+method. A method is an `nn.Module` that owns the model (and any extra modules or parameters, e.g.
+self-distillation exits), so the optimizer and checkpoints see everything it trains.
+
+Register a method with `@register_method("name")`. Its keyword-only constructor arguments are the
+recipe keys under `method:`; their type hints and defaults are the schema that validates them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from leannet.errors import LeannetError
+from leannet.registry import Registry
+
+METHODS: Registry[type[Method]] = Registry("method")
+register_method = METHODS.register
+
+
+class Method(nn.Module):
+    """Base class: wraps `model`; subclasses implement `forward(batch) -> dict`.
+
+    `predict(x)` gives the logits used for evaluation (the model's own output unless a method
+    says otherwise, e.g. an ensemble of exits).
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.model = model
+        self.num_classes = num_classes
+
+    def forward(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+@register_method("ce")
+class CrossEntropy(Method):
+    """Plain cross-entropy on hard labels: L = −log softmax(z)_y."""
+
+    def forward(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        x, y = batch
+        logits = self.model(x)
+        return {"loss": F.cross_entropy(logits, y), "logits": logits}
+
+
+def smoothed_targets(labels: Tensor, num_classes: int, smoothing: float) -> Tensor:
+    """Label-smoothing targets q' = (1−ε)·onehot(y) + ε/(K−1) on every other class.
+
+    This is the LSR form of Szegedy et al. 2016 used by the Tf-KD paper (mass ε spread over the K−1
+    wrong classes), not PyTorch's `label_smoothing=` which spreads ε over all K classes.
+    """
+    off = smoothing / (num_classes - 1)
+    targets = torch.full((labels.shape[0], num_classes), off, device=labels.device)
+    return targets.scatter_(1, labels[:, None], 1.0 - smoothing)
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Batch-mean cross-entropy against a target distribution: −Σ_k q_k log softmax(z)_k."""
+    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+@register_method("label_smoothing")
+class LabelSmoothing(Method):
+    """Cross-entropy against smoothed labels (LSR, Szegedy et al. 2016, Eq. in §7; Tf-KD paper Eq. 2)."""
+
+    def __init__(self, model: nn.Module, num_classes: int, *, smoothing: float = 0.1) -> None:
+        super().__init__(model, num_classes)
+        if not 0.0 <= smoothing < 1.0:
+            raise LeannetError(f"method.smoothing must be in [0, 1), got {smoothing}")
+        self.smoothing = smoothing
+
+    def forward(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        x, y = batch
+        logits = self.model(x)
+        targets = smoothed_targets(y, self.num_classes, self.smoothing)
+        return {"loss": soft_cross_entropy(logits, targets), "logits": logits}
+
+
+def method_params(name: str) -> dict[str, inspect.Parameter]:
+    """The recipe keys a method accepts: its keyword-only constructor parameters."""
+    signature = inspect.signature(METHODS.get(name).__init__)
+    return {p.name: p for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY}
+
+
+def _check_type(method: str, param: inspect.Parameter, value: Any) -> Any:
+    default = param.default
+    if default is inspect.Parameter.empty or default is None or value is None:
+        return value
+    kind = type(default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise LeannetError(
+            f"method.{param.name} of '{method}' must be {kind.__name__}, got {value!r}"
+        )
+    return value
+
+
+def build_method(config: dict[str, Any], model: nn.Module, num_classes: int) -> Method:
+    """Build the method named in `config["name"]` around `model`, validating its other keys."""
+    config = dict(config)
+    name = config.pop("name")
+    params = method_params(name)
+    unknown = sorted(set(config) - set(params))
+    if unknown:
+        valid = ", ".join(sorted(params)) or "(none)"
+        raise LeannetError(f"unknown key(s) {unknown} for method '{name}'; valid keys: {valid}")
+    kwargs = {key: _check_type(name, params[key], value) for key, value in config.items()}
+    return METHODS.get(name)(model, num_classes, **kwargs)

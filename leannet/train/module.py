@@ -1,0 +1,103 @@
+"""The one LightningModule: wraps a method, knows no technique."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+from leannet.errors import LeannetError
+from leannet.train.methods import Method
+from leannet.train.optim import build_optimizer, build_schedule
+
+
+class NonFiniteLossError(LeannetError):
+    """Raised when a training loss is NaN or infinite; the last good checkpoint is kept."""
+
+
+class LeanModule(L.LightningModule):
+    """Calls `method(batch)`, backpropagates its `loss`, logs every other scalar it returns.
+
+    Evaluation uses `method.predict(x)` with top-1 (and top-5 when there are more than 10 classes).
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        optim: DictConfig,
+        schedule: DictConfig,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.method = method
+        self.optim_cfg = optim
+        self.schedule_cfg = schedule
+        self.channels_last = channels_last
+        classes = method.num_classes
+        self.eval_acc = torch.nn.ModuleDict()
+        for stage in ("val", "test"):
+            self.eval_acc[f"{stage}_acc"] = MulticlassAccuracy(classes, average="micro")
+            if classes > 10:
+                self.eval_acc[f"{stage}_top5"] = MulticlassAccuracy(classes, top_k=5, average="micro")
+
+    def _prepare(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        x, y = batch
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = self._prepare(batch)
+        out = self.method((x, y))
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
+                f"step {self.global_step}; training stopped and the last good checkpoint is kept; "
+                "lower optim.lr or check the data"
+            )
+        n = y.shape[0]
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n)
+        acc = (out["logits"].detach().argmax(dim=1) == y).float().mean()
+        self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=n)
+        for key, value in out.items():
+            if key not in ("loss", "logits") and isinstance(value, Tensor) and value.numel() == 1:
+                self.log(f"train/{key}", value.detach(), on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
+        x, y = self._prepare(batch)
+        logits = self.method.predict(x)
+        self.log(f"{stage}/loss", F.cross_entropy(logits.float(), y), on_epoch=True, batch_size=y.shape[0])
+        for name, metric in self.eval_acc.items():
+            if name.startswith(stage):
+                metric.update(logits, y)
+                self.log(f"{stage}/{name.split('_', 1)[1]}", metric, on_epoch=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = build_optimizer(self.method, self.optim_cfg)
+        epochs = self.trainer.max_epochs
+        steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
+        sched = build_schedule(opt, self.schedule_cfg, steps_per_epoch, epochs)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            random.setstate(rng["python"])

@@ -1,0 +1,278 @@
+"""Run a recipe: build data, model and method from the config, train with Lightning, write the run dir.
+
+Run directory layout:
+    config.yaml        the resolved recipe
+    env.json           git revision, package versions, machine
+    metrics.csv        per-epoch metrics (CSVLogger); tensorboard/ when enabled
+    checkpoints/       last.ckpt and best.ckpt (atomic writes, loaded with weights_only=True)
+    results.json       final and best accuracy, time, throughput, parameter count
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from leannet.config import load_recipe, to_dict
+from leannet.data import Loaders, build_loaders
+from leannet.errors import LeannetError
+from leannet.models import build_model, count_parameters
+from leannet.train.callbacks import AtomicCheckpointIO, EpochMonitor, read_metrics, safe_torch_load
+from leannet.train.methods import Method, build_method
+from leannet.train.module import LeanModule
+
+RUN_DIR_ENV = "LEANNET_RUN_DIR"
+PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "timm", "omegaconf", "numpy")
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's start-up banners and warnings that do not apply to in-memory loaders."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)`.*")
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+
+
+def environment() -> dict[str, Any]:
+    """What produced a run: git revision, package versions, machine."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+            timeout=5, cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev, dirty = "", ""
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "git_revision": rev or None,
+        "git_dirty": bool(dirty),
+        "python": sys.version.split()[0],
+        "packages": versions,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "command": sys.argv,
+    }
+
+
+def new_run_dir(config: DictConfig) -> Path:
+    """A fresh directory `out_dir/name`, suffixed -2, -3 … so an earlier run is never overwritten.
+
+    Under DDP the launcher's child processes inherit `LEANNET_RUN_DIR` and reuse the parent's folder;
+    under torchrun/SLURM (WORLD_SIZE > 1 for every process) the folder is `out_dir/name` as is, so all
+    ranks agree on it: give such runs a unique `name`.
+    """
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    base = Path(config.out_dir) / config.name
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return base
+    run_dir, k = base, 1
+    while run_dir.exists():
+        k += 1
+        run_dir = base.with_name(f"{base.name}-{k}")
+    return run_dir
+
+
+@dataclass
+class Built:
+    loaders: Loaders
+    method: Method
+    module: LeanModule
+
+
+def build(config: DictConfig) -> Built:
+    """Data, model, method and the Lightning module for a resolved recipe (seeded)."""
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    data = config.data
+    loaders = build_loaders(
+        data.name, root=data.root, batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
+        val_size=data.val_size, few_shot=data.few_shot, augment=data.augment, loader=data.loader,
+        num_workers=data.num_workers, seed=config.seed,
+    )
+    info = loaders.info
+    model = build_model(
+        config.model.name, num_classes=info.num_classes, in_channels=info.in_channels,
+        norm=config.model.norm, width=config.model.width, image_size=info.image_size,
+        **to_dict(config.model.args),
+    )
+    if config.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    method = build_method(to_dict(config.method), model, info.num_classes)
+    if config.trainer.compile:
+        method.model = torch.compile(method.model)
+    module = LeanModule(method, config.optim, config.schedule, channels_last=config.trainer.channels_last)
+    return Built(loaders, method, module)
+
+
+def make_trainer(config: DictConfig, run_dir: Path, callbacks: list[L.Callback] = (), has_val: bool = True):
+    t = config.trainer
+    show_bar = t.progress == "bar" or (t.progress == "auto" and sys.stdout.isatty())
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best", save_last=True, save_top_k=1,
+        monitor="val/acc" if has_val else None, mode="max", enable_version_counter=False,
+    )
+    loggers: list[Any] = []
+    if t.tensorboard:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""))
+    extra: list[L.Callback] = [TQDMProgressBar()] if show_bar else []
+    return L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=t.precision, max_epochs=t.max_epochs, logger=loggers or False,
+        callbacks=[EpochMonitor(run_dir / "metrics.csv", t.progress != "none"), checkpoint, *extra, *callbacks],
+        plugins=[AtomicCheckpointIO()], enable_progress_bar=show_bar, enable_model_summary=False,
+        num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
+        limit_train_batches=t.limit_train_batches, default_root_dir=run_dir,
+    )
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _test_accuracy(trainer: L.Trainer, module: LeanModule, loaders: Loaders, ckpt: str | None) -> dict:
+    rows = trainer.test(module, loaders.test, ckpt_path=ckpt, verbose=False, weights_only=True)
+    return {key.split("/", 1)[1]: value for key, value in rows[0].items()} if rows else {}
+
+
+def train(
+    config: DictConfig,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: list[L.Callback] = (),
+) -> dict[str, Any]:
+    """Train one recipe; returns the results also written to `run_dir/results.json`."""
+    quiet_lightning()
+    if config.trainer.threads:
+        torch.set_num_threads(config.trainer.threads)
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume and not last.is_file():
+        raise LeannetError(f"nothing to resume in {run_dir}: {last} is missing; start a new run instead")
+    previous = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        return _train(config, run_dir, resume, list(callbacks))
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = previous
+
+
+def _train(config: DictConfig, run_dir: Path, resume: bool, callbacks: list[L.Callback]) -> dict[str, Any]:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    built = build(config)
+    has_val = built.loaders.val is not None
+    trainer = make_trainer(config, run_dir, callbacks, has_val=has_val)
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+        _write_json(run_dir / "env.json", environment())
+        params = count_parameters(built.method)
+        trainable = count_parameters(built.method, trainable_only=True)
+        print(f"run {run_dir}: {config.model.name} on {config.data.name}, method {config.method.name}, "
+              f"{params:,} parameters ({trainable:,} trainable)", flush=True)
+    start = time.perf_counter()
+    trainer.fit(
+        built.module, built.loaders.train, built.loaders.val if has_val else None,
+        ckpt_path=str(last) if resume else None, weights_only=True,
+    )
+    train_seconds = time.perf_counter() - start
+    final = _test_accuracy(trainer, built.module, built.loaders, ckpt=None)
+    best = _test_accuracy(trainer, built.module, built.loaders, ckpt="best") if has_val else final
+    results = summarize(config, run_dir, built.method, final, best, train_seconds, trainer)
+    if trainer.is_global_zero:
+        _write_json(run_dir / "results.json", results)
+    return results
+
+
+def epoch_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """Per-epoch rows of a run's metrics.csv (empty when it has none yet)."""
+    path = Path(run_dir) / "metrics.csv"
+    return read_metrics(path) if path.is_file() else []
+
+
+def summarize(config, run_dir, method, final, best, train_seconds, trainer) -> dict[str, Any]:  # noqa: ANN001
+    epochs = epoch_metrics(run_dir)
+    val = [row["val/acc"] for row in epochs if "val/acc" in row]
+    times = [row["train/epoch_time"] for row in epochs if "train/epoch_time" in row]
+    rates = [row["train/images_per_s"] for row in epochs if "train/images_per_s" in row]
+    results = {
+        "name": config.name,
+        "seed": config.seed,
+        "model": config.model.name,
+        "dataset": config.data.name,
+        "method": config.method.name,
+        "epochs": trainer.current_epoch,
+        "test_acc": final.get("acc"),
+        "test_acc_at_best_val": best.get("acc"),
+        "val_acc": val[-1] if val else None,
+        "best_val_acc": max(val) if val else None,
+        "best_val_epoch": (val.index(max(val)) + 1) if val else None,
+        "test_loss": final.get("loss"),
+        "train_seconds": train_seconds,
+        "epoch_seconds": sum(times) / len(times) if times else None,
+        "images_per_s": sorted(rates)[len(rates) // 2] if rates else None,
+        "params": count_parameters(method),
+        "trainable_params": count_parameters(method, trainable_only=True),
+    }
+    if "top5" in final:
+        results["test_top5"] = final["top5"]
+    return results
+
+
+def resume(run_dir: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
+    """Continue `run_dir` from its last checkpoint with its saved config (plus overrides)."""
+    run_dir = Path(run_dir)
+    config = load_recipe(run_dir / "config.yaml", overrides)
+    return train(config, run_dir=run_dir, resume=True)
+
+
+def load_trained(run_dir: str | Path, which: str = "last") -> tuple[DictConfig, Built]:
+    """Rebuild a finished run's method and load its `last` or `best` checkpoint."""
+    run_dir = Path(run_dir)
+    config = load_recipe(run_dir / "config.yaml")
+    built = build(config)
+    state = safe_torch_load(run_dir / "checkpoints" / f"{which}.ckpt")
+    try:
+        built.module.load_state_dict(state["state_dict"])
+    except (KeyError, RuntimeError) as err:
+        raise LeannetError(
+            f"checkpoint {run_dir / 'checkpoints' / f'{which}.ckpt'} does not match the run's config "
+            f"({str(err).splitlines()[0][:120]}); was config.yaml edited?"
+        ) from None
+    return config, built

@@ -1,0 +1,104 @@
+import json
+
+import pytest
+import torch
+
+from leannet.errors import LeannetError
+from leannet.train import Method, NonFiniteLossError, register_method, resume, train
+from leannet.train.callbacks import FailAfterEpoch, safe_torch_load
+from leannet.train.run import load_trained
+
+pytestmark = pytest.mark.fashion
+
+
+def test_run_directory_and_results(tiny_recipe, tmp_path):
+    results = train(tiny_recipe())
+    run_dir = tmp_path / "runs" / "tiny"
+    for name in ("config.yaml", "env.json", "metrics.csv", "results.json", "checkpoints/last.ckpt",
+                 "checkpoints/best.ckpt"):
+        assert (run_dir / name).is_file(), name
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved == pytest.approx(results)
+    assert results["epochs"] == 2
+    assert results["test_acc"] > 0.3  # 10 classes: chance is 0.1
+    assert results["params"] == results["trainable_params"] > 0
+    assert results["images_per_s"] > 0 and results["epoch_seconds"] > 0
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["packages"]["torch"] == torch.__version__.split("+")[0]
+    # a second run with the same name never overwrites the first
+    train(tiny_recipe("trainer.max_epochs=1"))
+    assert (tmp_path / "runs" / "tiny-2" / "results.json").is_file()
+    assert json.loads((run_dir / "results.json").read_text())["epochs"] == 2
+
+
+def _weights(run_dir):
+    return safe_torch_load(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+
+
+def test_interrupted_run_resumes_to_identical_weights(tiny_recipe, tmp_path):
+    config = tiny_recipe("trainer.max_epochs=3")
+    train(config, run_dir=tmp_path / "straight")
+    with pytest.raises(InterruptedError):
+        train(config, run_dir=tmp_path / "broken", callbacks=[FailAfterEpoch(1)])
+    assert safe_torch_load(tmp_path / "broken" / "checkpoints" / "last.ckpt")["epoch"] == 0
+    resume(tmp_path / "broken")
+    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "broken")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+@register_method("nan_after_first_epoch")
+class NanAfterFirstEpoch(Method):
+    """Cross-entropy that turns into NaN after `steps` optimizer steps (for the failure test)."""
+
+    def __init__(self, model, num_classes, *, steps: int = 4) -> None:
+        super().__init__(model, num_classes)
+        self.steps = steps
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, batch):
+        x, y = batch
+        logits = self.model(x)
+        self.calls += 1
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        return {"loss": loss * float("nan") if self.calls > self.steps else loss, "logits": logits}
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_recipe, tmp_path):
+    config = tiny_recipe("method.name=nan_after_first_epoch", "method.steps=12", "trainer.max_epochs=3")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \(nan\) at epoch 1, step 12") as info:
+        train(config, run_dir=tmp_path / "nan")
+    assert "\n" not in str(info.value)
+    checkpoint = safe_torch_load(tmp_path / "nan" / "checkpoints" / "last.ckpt")
+    assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == 10
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+    assert not (tmp_path / "nan" / "results.json").exists()
+
+
+def test_corrupt_checkpoint_is_named(tiny_recipe, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_recipe("trainer.max_epochs=1"), run_dir=run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(LeannetError, match=f"cannot read checkpoint {last}"):
+        resume(run_dir, ["trainer.max_epochs=2"])
+    with pytest.raises(LeannetError, match="cannot read checkpoint"):
+        load_trained(run_dir, "last")
+    config, built = load_trained(run_dir, "best")
+    assert config.name == "tiny" and built.method.num_classes == 10
+
+
+def test_incompatible_checkpoint_is_explained(tiny_recipe, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_recipe("trainer.max_epochs=1"), run_dir=run_dir)
+    config_path = run_dir / "config.yaml"
+    config_path.write_text(config_path.read_text().replace("name: resnet8", "name: resnet14"))
+    with pytest.raises(LeannetError, match="does not match the run's config"):
+        load_trained(run_dir, "last")
+
+
+def test_resume_without_checkpoint(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LeannetError, match="config file not found|nothing to resume"):
+        resume(tmp_path / "empty")
