@@ -1,0 +1,103 @@
+"""From a dataset name to train/val/test loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from leannet.data.base import DatasetInfo, Split, load_split
+from leannet.data.paths import data_root
+from leannet.data.tensor_loader import AUGMENTATIONS, TensorLoader
+from leannet.data.torch_loader import torch_loader
+from leannet.errors import LeannetError
+
+LOADERS = ("tensor", "torch")
+VAL_SEED = 0  # the validation carve never depends on the run seed
+
+
+@dataclass
+class Loaders:
+    """The loaders of one run; ``val`` is None when no validation set was carved."""
+
+    train: Iterable
+    val: Iterable | None
+    test: Iterable
+    info: DatasetInfo
+
+
+def carve_val(train: Split, val_size: int) -> tuple[Split, Split | None]:
+    """Split ``val_size`` random images off ``train`` with a fixed generator: ``(train, val)``."""
+    if val_size == 0:
+        return train, None
+    if not 0 < val_size < len(train):
+        raise LeannetError(
+            f"val_size={val_size} must be between 0 and {len(train) - 1}: "
+            f"the training split has {len(train)} images"
+        )
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(VAL_SEED))
+    return train.subset(perm[val_size:].sort().values), train.subset(perm[:val_size].sort().values)
+
+
+def few_shot_subset(train: Split, per_class: int, seed: int) -> Split:
+    """Keep ``per_class`` random images of every class (chosen by ``seed``)."""
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    shuffled = train.labels[perm]
+    keep = []
+    for c in range(len(train.class_names)):
+        chosen = perm[shuffled == c][:per_class]
+        if len(chosen) < per_class:
+            raise LeannetError(
+                f"few_shot={per_class} but class '{train.class_names[c]}' has only {len(chosen)} "
+                "training images"
+            )
+        keep.append(chosen)
+    return train.subset(torch.cat(keep).sort().values)
+
+
+def build_loaders(
+    name: str,
+    *,
+    root: Path | str | None = None,
+    batch_size: int = 128,
+    eval_batch_size: int = 512,
+    val_size: int = 5000,
+    few_shot: int | None = None,
+    augment: str = "crop_flip",
+    loader: str = "tensor",
+    num_workers: int = 0,
+    seed: int = 0,
+    channels_last: bool = False,
+    **dataset_kwargs: object,
+) -> Loaders:
+    """Load dataset ``name`` and wrap its splits in loaders.
+
+    The validation set is carved from the training split with a fixed seed; ``few_shot`` then keeps
+    that many training images per class. Normalisation statistics come from the full training split.
+    ``num_workers`` only applies to ``loader="torch"``.
+    """
+    if loader not in LOADERS:
+        raise LeannetError(f"unknown loader '{loader}'; valid loaders: {', '.join(LOADERS)}")
+    if augment not in AUGMENTATIONS:
+        raise LeannetError(f"unknown augment '{augment}'; valid augments: {', '.join(AUGMENTATIONS)}")
+    if few_shot is not None and few_shot < 1:
+        raise LeannetError(f"few_shot must be a positive number of images per class, got {few_shot}")
+    root = Path(root) if root is not None else data_root()
+    train = load_split(name, root, True, **dataset_kwargs)
+    test = load_split(name, root, False, **dataset_kwargs)
+    info = DatasetInfo.from_split(train)
+    train, val = carve_val(train, val_size)
+    if few_shot is not None:
+        train = few_shot_subset(train, few_shot, seed)
+
+    def make(split: Split, train_mode: bool) -> Iterable:
+        common = dict(shuffle=train_mode, augment=augment if train_mode else "none", mean=info.mean,
+                      std=info.std, seed=seed, drop_last=False, channels_last=channels_last)
+        size = batch_size if train_mode else eval_batch_size
+        if loader == "tensor":
+            return TensorLoader(split.images, split.labels, size, **common)
+        return torch_loader(split, size, num_workers=num_workers, **common)
+
+    return Loaders(make(train, True), make(val, False) if val is not None else None, make(test, False), info)
