@@ -134,6 +134,11 @@ def build(config: DictConfig) -> Built:
     return Built(loaders, method, module)
 
 
+def batch_limit(value: float | None) -> int | float | None:
+    """Lightning reads a float as a fraction of the epoch and an int as a batch count."""
+    return int(value) if value is not None and value > 1 else value
+
+
 def make_trainer(config: DictConfig, run_dir: Path, callbacks: list[L.Callback] = (), has_val: bool = True):
     t = config.trainer
     show_bar = t.progress == "bar" or (t.progress == "auto" and sys.stdout.isatty())
@@ -153,7 +158,7 @@ def make_trainer(config: DictConfig, run_dir: Path, callbacks: list[L.Callback] 
         callbacks=[EpochMonitor(run_dir / "metrics.csv", t.progress != "none"), checkpoint, *extra, *callbacks],
         plugins=[AtomicCheckpointIO()], enable_progress_bar=show_bar, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
-        limit_train_batches=t.limit_train_batches, default_root_dir=run_dir,
+        limit_train_batches=batch_limit(t.limit_train_batches), default_root_dir=run_dir,
     )
 
 

@@ -1,0 +1,89 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from leannet.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = str(REPO / "recipes" / "baseline" / "fashion_mnist.yaml")
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("what", ["models", "datasets", "methods", "norms"])
+def test_list(capsys, what):
+    code, out, _ = run_cli(capsys, "list", what)
+    assert code == 0
+    expected = {"models": "resnet20", "datasets": "fashion_mnist", "methods": "label_smoothing", "norms": "bn"}
+    assert expected[what] in out.split()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", RECIPE, "optim.lr=abc"], "bad value for 'optim.lr'"),
+        (["train", RECIPE, "optim.lrr=0.1"], "unknown config key 'optim.lrr'"),
+        (["train", RECIPE, "model.name=resnet21"], "6n+2"),
+        (["train", RECIPE, "model.name=nosuchnet"], "unknown model 'nosuchnet'; valid models: "),
+        (["train", RECIPE, "data.name=imagenet22k"], "unknown dataset 'imagenet22k'; valid datasets: "),
+        (["train", RECIPE, "method.name=kd9"], "unknown method 'kd9'; valid methods: "),
+        (["train", "missing.yaml"], "config file not found: missing.yaml"),
+        (["train"], "give a recipe"),
+        (["report", "/nonexistent/run"], "no such run directory"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(capsys, tmp_path, argv, message):
+    code, _, err = run_cli(capsys, *argv, *([f"out_dir={tmp_path}"] if argv[0] == "train" and len(argv) > 1 else []))
+    assert code == 2
+    assert err.startswith("leannet: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_help_at_every_level():
+    for argv in ([], ["train"], ["suite"], ["eval"], ["report"], ["data"], ["data", "fetch"], ["list"]):
+        result = subprocess.run([sys.executable, "-m", "leannet.cli", *argv, "--help"], capture_output=True,
+                                text=True, cwd=REPO)
+        assert result.returncode == 0 and "usage: leannet" in result.stdout, argv
+
+
+@pytest.mark.fashion
+def test_train_eval_report_round_trip(capsys, tmp_path):
+    common = [f"out_dir={tmp_path}", "name=cli", "data.few_shot=30", "data.val_size=100", "data.batch_size=50",
+              "model.name=mlp", "trainer.max_epochs=1", "trainer.progress=none"]
+    code, out, _ = run_cli(capsys, "train", RECIPE, *common)
+    assert code == 0
+    results = json.loads(out[out.index("{"):])
+    assert results["epochs"] == 1
+    code, out, _ = run_cli(capsys, "eval", str(tmp_path / "cli"), "--checkpoint", "best")
+    assert code == 0
+    evaluated = json.loads(out[out.index("{"):])
+    assert evaluated["test/acc"] == pytest.approx(results["test_acc_at_best_val"], abs=1e-6)
+    code, out, _ = run_cli(capsys, "report", str(tmp_path))
+    assert code == 0 and "| cli | 1 | 1 |" in out
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "curves.png").stat().st_size > 1000
+
+
+@pytest.mark.fashion
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path):
+    """Lightning DDP over gloo with 2 CPU processes completes and writes the same results format."""
+    argv = [sys.executable, "-m", "leannet.cli", "train", RECIPE, f"out_dir={tmp_path}", "name=ddp",
+            "data.few_shot=40", "data.val_size=100", "data.batch_size=40", "model.name=resnet8", "model.width=0.5",
+            "trainer.max_epochs=1", "trainer.progress=none", "trainer.accelerator=cpu", "trainer.devices=2",
+            "trainer.strategy=ddp", "trainer.threads=1"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dirs = [p.parent for p in tmp_path.rglob("results.json")]
+    assert run_dirs == [tmp_path / "ddp"]  # both ranks wrote into one run directory
+    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert results["epochs"] == 1 and 0.0 <= results["test_acc"] <= 1.0
+    assert results["images_per_s"] > 0

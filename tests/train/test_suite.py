@@ -1,0 +1,58 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from leannet.cli import main
+from leannet.errors import LeannetError
+from leannet.train.suite import load_suite, run_suite
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_suite(tmp_path, extra="", variants=None):
+    variants = variants or "  ce: {method: {name: ce}}\n  ls: {method: {name: label_smoothing, smoothing: 0.2}}\n"
+    path = tmp_path / "suite.yaml"
+    path.write_text(
+        f"base: {REPO / 'recipes/baseline/fashion_mnist.yaml'}\nout_dir: {tmp_path / 'out'}\nseeds: [0, 3]\n"
+        "overrides: {model: {name: mlp}, trainer: {max_epochs: 1, progress: none}, "
+        "data: {few_shot: 20, val_size: 100, batch_size: 50}}\n" + extra + "variants:\n" + variants
+    )
+    return path
+
+
+def test_suite_expands_variants_and_seeds(tmp_path):
+    suite, runs = load_suite(write_suite(tmp_path), ["optim.lr=0.01"])
+    assert [(r.variant, r.seed) for r in runs] == [("ce", 0), ("ce", 3), ("ls", 0), ("ls", 3)]
+    ls = runs[2].config
+    assert ls.method.smoothing == 0.2 and ls.model.name == "mlp" and ls.optim.lr == 0.01 and ls.seed == 0
+    assert ls.name == "ls" and runs[3].run_dir == tmp_path / "out" / "ls" / "seed3"
+    assert runs[0].config.model.name == "mlp" and runs[0].config.trainer.max_epochs == 1
+
+
+def test_suite_errors(tmp_path):
+    with pytest.raises(LeannetError, match="bad suite file .*valid keys: base"):
+        load_suite(write_suite(tmp_path, extra="seedz: [1]\n"))
+    with pytest.raises(LeannetError, match=r"unknown config key 'optim.lrr' in .*\(variant bad\)"):
+        load_suite(write_suite(tmp_path, variants="  bad: {optim: {lrr: 1}}\n"))
+
+
+def test_finished_runs_are_skipped(tmp_path, capsys):
+    path = write_suite(tmp_path)
+    _, runs = load_suite(path)
+    for run in runs:
+        run.run_dir.mkdir(parents=True)
+        (run.run_dir / "results.json").write_text(json.dumps({"name": run.variant}))
+    run_suite(path)  # would train (and fail without data) if it did not skip
+    assert capsys.readouterr().out.count(": done (") == 4
+
+
+@pytest.mark.fashion
+def test_suite_end_to_end_with_report(tmp_path, capsys):
+    path = write_suite(tmp_path)
+    assert main(["suite", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| ce | 2 | 1 |" in out and "| ls | 2 | 1 |" in out
+    assert (tmp_path / "out" / "report.md").is_file() and (tmp_path / "out" / "curves.png").is_file()
+    assert main(["suite", str(path)]) == 0  # second time: everything is skipped
+    assert capsys.readouterr().out.count(": done (") == 4
