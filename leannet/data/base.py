@@ -13,7 +13,7 @@ from leannet.errors import LeannetError
 from leannet.registry import Registry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors have no single truth value: compare by identity
 class Split:
     """One split of a dataset, held whole in memory.
 
