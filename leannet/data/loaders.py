@@ -93,9 +93,11 @@ def build_loaders(
         train = few_shot_subset(train, few_shot, seed)
 
     def make(split: Split, train_mode: bool) -> Iterable:
-        common = dict(shuffle=train_mode, augment=augment if train_mode else "none", mean=info.mean,
-                      std=info.std, seed=seed, drop_last=False, channels_last=channels_last)
         size = batch_size if train_mode else eval_batch_size
+        # a last training batch of a few images would give BatchNorm noisy (or, for 1, no) statistics
+        drop_last = train_mode and len(split.labels) > size
+        common = dict(shuffle=train_mode, augment=augment if train_mode else "none", mean=info.mean,
+                      std=info.std, seed=seed, drop_last=drop_last, channels_last=channels_last)
         if loader == "tensor":
             return TensorLoader(split.images, split.labels, size, **common)
         return torch_loader(split, size, num_workers=num_workers, **common)
