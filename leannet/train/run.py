@@ -129,7 +129,7 @@ def build(config: DictConfig) -> Built:
         model = model.to(memory_format=torch.channels_last)
     method = build_method(to_dict(config.method), model, info.num_classes)
     if config.trainer.compile:
-        method.model = torch.compile(method.model)
+        method.model.compile()  # in place: state-dict keys stay those of the plain model
     module = LeanModule(method, config.optim, config.schedule, channels_last=config.trainer.channels_last)
     return Built(loaders, method, module)
 
