@@ -127,6 +127,22 @@ def write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
     os.replace(tmp, path)
 
 
+class EpochCheckpoints(L.Callback):
+    """Saves the weights `dirpath/epoch{N}.ckpt` after each (1-based) epoch N in `epochs` (e.g. De-KD teachers).
+
+    Written through the trainer, so atomically (AtomicCheckpointIO) and by rank 0 only under DDP.
+    """
+
+    def __init__(self, dirpath: str | Path, epochs: list[int]) -> None:
+        self.dirpath = Path(dirpath)
+        self.epochs = set(epochs)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch in self.epochs:
+            trainer.save_checkpoint(self.dirpath / f"epoch{epoch}.ckpt", weights_only=True)  # no optimizer state
+
+
 class FailAfterEpoch(L.Callback):
     """Crashes at the start of the epoch after `epoch` (checkpointed by then): used by resume tests."""
 

@@ -42,6 +42,15 @@ class Method(nn.Module):
     def predict(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+    @classmethod
+    def prepare(cls, config: Any, run_dir: Any) -> Any:
+        """Prerequisite stages before `run_dir` is trained (e.g. train a teacher); returns the config to train.
+
+        Called by `leannet.train.train` with the resolved recipe; the returned config is the one
+        saved in `config.yaml`, so a resumed run does not repeat the stages. The default does nothing.
+        """
+        return config
+
 
 @register_method("ce")
 class CrossEntropy(Method):

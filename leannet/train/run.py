@@ -32,8 +32,8 @@ from leannet.config import load_recipe, to_dict
 from leannet.data import Loaders, build_loaders
 from leannet.errors import LeannetError
 from leannet.models import build_model, count_parameters
-from leannet.train.callbacks import AtomicCheckpointIO, EpochMonitor, read_metrics, safe_torch_load
-from leannet.train.methods import Method, build_method
+from leannet.train.callbacks import AtomicCheckpointIO, EpochCheckpoints, EpochMonitor, read_metrics, safe_torch_load
+from leannet.train.methods import METHODS, Method, build_method
 from leannet.train.module import LeanModule
 
 RUN_DIR_ENV = "LEANNET_RUN_DIR"
@@ -152,6 +152,11 @@ def make_trainer(config: DictConfig, run_dir: Path, callbacks: list[L.Callback] 
 
         loggers.append(TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""))
     extra: list[L.Callback] = [TQDMProgressBar()] if show_bar else []
+    if t.save_epochs:
+        outside = [e for e in t.save_epochs if not 1 <= e <= t.max_epochs]
+        if outside:
+            raise LeannetError(f"trainer.save_epochs {outside} outside 1..{t.max_epochs} (trainer.max_epochs)")
+        extra.append(EpochCheckpoints(run_dir / "checkpoints", t.save_epochs))
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, max_epochs=t.max_epochs, logger=loggers or False,
@@ -188,8 +193,10 @@ def train(
     if resume and not last.is_file():
         raise LeannetError(f"nothing to resume in {run_dir}: {last} is missing; start a new run instead")
     previous = os.environ.get(RUN_DIR_ENV)
-    os.environ[RUN_DIR_ENV] = str(run_dir)
+    if previous is None:  # a nested stage (Method.prepare) keeps the outer run's folder for DDP children
+        os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
+        config = METHODS.get(config.method.name).prepare(config, run_dir)
         return _train(config, run_dir, resume, list(callbacks))
     finally:
         if previous is None:
