@@ -13,10 +13,10 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from leannet.distill.losses import label_smoothing_loss, smoothed_targets, soft_cross_entropy  # noqa: F401
 from leannet.errors import LeannetError
 from leannet.registry import Registry
 
@@ -62,25 +62,13 @@ class CrossEntropy(Method):
         return {"loss": F.cross_entropy(logits, y), "logits": logits}
 
 
-def smoothed_targets(labels: Tensor, num_classes: int, smoothing: float) -> Tensor:
-    """Label-smoothing targets q' = (1−ε)·onehot(y) + ε/(K−1) on every other class.
-
-    This is the LSR form of Szegedy et al. 2016 used by the Tf-KD paper (mass ε spread over the K−1
-    wrong classes), not PyTorch's `label_smoothing=` which spreads ε over all K classes.
-    """
-    off = smoothing / (num_classes - 1)
-    targets = torch.full((labels.shape[0], num_classes), off, device=labels.device)
-    return targets.scatter_(1, labels[:, None], 1.0 - smoothing)
-
-
-def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Batch-mean cross-entropy against a target distribution: −Σ_k q_k log softmax(z)_k."""
-    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
-
-
+@register_method("lsr")
 @register_method("label_smoothing")
 class LabelSmoothing(Method):
-    """Cross-entropy against smoothed labels (LSR, Szegedy et al. 2016, Eq. in §7; Tf-KD paper Eq. 2)."""
+    """Cross-entropy against smoothed labels (LSR, Szegedy et al. 2016, Eq. in §7; Tf-KD paper Eq. 2).
+
+    `leannet.distill.label_smoothing_loss`: ε spread over the K−1 wrong classes. Also named `lsr`.
+    """
 
     def __init__(self, model: nn.Module, num_classes: int, *, smoothing: float = 0.1) -> None:
         super().__init__(model, num_classes)
@@ -91,8 +79,7 @@ class LabelSmoothing(Method):
     def forward(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         x, y = batch
         logits = self.model(x)
-        targets = smoothed_targets(y, self.num_classes, self.smoothing)
-        return {"loss": soft_cross_entropy(logits, targets), "logits": logits}
+        return {"loss": label_smoothing_loss(logits, y, self.smoothing), "logits": logits}
 
 
 def method_params(name: str) -> dict[str, inspect.Parameter]:
