@@ -1,0 +1,252 @@
+"""Representative Batch Normalization (Gao, Han, Li, Cheng, Peng, CVPR 2021).
+
+For an input X (N×C×H×W) with K(·) the per-instance, per-channel spatial mean:
+
+    X_cm = X + w_m · K(X)                               (Eq. 2, centering calibration)
+    X_s  = (X_cm − μ) / sqrt(σ² + ε)                    (standardization: batch statistics of X_cm,
+                                                         running statistics in eval mode)
+    X_cs = X_s · sigmoid(w_v · K(X_s) + w_b)            (Eq. 4, scaling calibration)
+    Y    = γ · X_cs + β                                 (affine)
+
+Fused formulation: every step is per (instance, channel) affine in X, so Y = a·X + b with a, b of
+shape N×C computed from the per-instance mean and variance of X alone (:class:`InstanceMoments`:
+two reductions; then one elementwise pass, ``addcmul``). The batch statistics of X_cm follow from those of X:
+μ = (1 + w_m)·mean(X) and σ² = mean_n(var_hw(X)) + (1 + w_m)²·var_n(K(X)) (law of total variance).
+Autograd differentiates this formulation exactly (tested against the stepwise one and gradcheck).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from leannet.models.norms import NORMS
+
+
+class InstanceMoments(torch.autograd.Function):
+    """Per-(instance, channel) spatial mean and population variance of an N×C×H×W tensor.
+
+    Written out because ``torch.var_mean`` over (H, W) is several times slower than a whole
+    BatchNorm on CPU. Forward: the mean, then the mean of (x − mean)². Backward:
+    ∂/∂x = (g_mean + 2·(x − mean)·g_var) / (H·W), one elementwise pass; it is built from
+    differentiable operations (and ``mean`` is a saved output), so double backward works too.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> tuple[Tensor, Tensor]:  # noqa: ANN001
+        size = x.shape[2] * x.shape[3]
+        mean = x.sum(dim=(2, 3)) / size
+        var = (x - mean[:, :, None, None]).square_().sum(dim=(2, 3)) / size  # two passes: no cancellation
+        ctx.save_for_backward(x, mean)
+        return mean, var
+
+    @staticmethod
+    def backward(ctx, g_mean: Tensor, g_var: Tensor) -> Tensor:  # noqa: ANN001
+        x, mean = ctx.saved_tensors
+        size = x.shape[2] * x.shape[3]
+        scale = 2 * g_var / size
+        offset = g_mean / size - scale * mean
+        return torch.addcmul(offset[:, :, None, None], x, scale[:, :, None, None])
+
+
+class RepresentativeBatchNorm2d(nn.Module):
+    """Drop-in replacement for ``nn.BatchNorm2d`` with centering and scaling calibration (RBN).
+
+    Same constructor, state (``weight`` γ, ``bias`` β, ``running_mean``, ``running_var``,
+    ``num_batches_tracked``) and train/eval semantics as ``nn.BatchNorm2d``, plus the calibration
+    parameters ``center_weight`` (w_m, init 0), ``scale_weight`` (w_v, init 0) and ``scale_bias``
+    (w_b, init 1), each of shape (C,). Running statistics are those of the centered input X_cm.
+    In eval mode both calibrations still use each instance's own mean, so an instance's output does
+    not depend on the rest of its batch. The input is never modified in place. ``affine=False``
+    drops γ and β only; the calibration parameters are what makes the layer RBN.
+
+    Not a subclass of ``_BatchNorm`` on purpose: ``nn.SyncBatchNorm.convert_sync_batchnorm`` (and
+    Lightning's ``sync_batchnorm``) would silently turn it into a plain SyncBatchNorm and drop the
+    calibration, the official code's bug. Use :class:`SyncRepresentativeBatchNorm2d` (norm
+    ``rbn_sync``, or ``convert_norm(model, "rbn_sync")``) to synchronize statistics across processes.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features, **factory))
+            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.center_weight = nn.Parameter(torch.zeros(num_features, **factory))
+        self.scale_weight = nn.Parameter(torch.zeros(num_features, **factory))
+        self.scale_bias = nn.Parameter(torch.ones(num_features, **factory))
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
+            self.register_buffer("running_var", torch.ones(num_features, **factory))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        """The official initialization: γ=1, β=0, w_m=0, w_v=0, w_b=1 (and fresh running statistics)."""
+        self.reset_running_stats()
+        with torch.no_grad():
+            if self.affine:
+                self.weight.fill_(1)
+                self.bias.zero_()
+            self.center_weight.zero_()
+            self.scale_weight.zero_()
+            self.scale_bias.fill_(1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
+
+    def _batch_moments(self, inst_mean: Tensor, inst_var: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Mean of K(X), mean within-instance variance, variance of K(X) over instances, instance count."""
+        mean = inst_mean.mean(0)
+        return mean, inst_var.mean(0), (inst_mean - mean).square().mean(0), inst_mean.shape[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"expected 4D input (got {x.dim()}D input)")
+        factor = 0.0
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch = self.training or self.running_mean is None
+        wm, wv, wb = self.center_weight, self.scale_weight, self.scale_bias
+        stats = x if x.dtype in (torch.float32, torch.float64) else x.float()  # low precision: stats in fp32
+        if use_batch:
+            inst_mean, inst_var = InstanceMoments.apply(stats)
+            mean_k, within, between, count = self._batch_moments(inst_mean, inst_var)
+            values = count * x.shape[2] * x.shape[3]
+            if values <= 1:
+                raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+            mu = (1 + wm) * mean_k
+            var = within + (1 + wm).square() * between  # the instance means of X_cm are (1 + w_m)·K(X)
+            if self.training and self.running_mean is not None:
+                with torch.no_grad():
+                    self.running_mean.lerp_(mu.detach().to(self.running_mean.dtype), factor)
+                    unbiased = var.detach() * (values / (values - 1))
+                    self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        else:
+            inst_mean = stats.mean(dim=(2, 3))
+            mu, var = self.running_mean, self.running_var
+        inv_std = torch.rsqrt(var + self.eps)
+        k_s = ((1 + wm) * inst_mean - mu) * inv_std  # K(X_s), shape N×C
+        gain = torch.sigmoid(wv * k_s + wb) * inv_std
+        if self.weight is not None:
+            gain = gain * self.weight
+        shift = gain * (wm * inst_mean - mu)
+        if self.bias is not None:
+            shift = shift + self.bias
+        return torch.addcmul(shift[:, :, None, None].to(x.dtype), x, gain[:, :, None, None].to(x.dtype))
+
+
+class SyncRepresentativeBatchNorm2d(RepresentativeBatchNorm2d):
+    """RBN whose batch statistics are synchronized over a process group (keeps w_m, w_v, w_b).
+
+    The per-instance means and variances are reduced with differentiable all-reduces
+    (``torch.distributed.nn``), so gradients flow across processes as in ``nn.SyncBatchNorm``.
+    Without an initialized process group, or with one process, it is exactly
+    :class:`RepresentativeBatchNorm2d`. ``process_group`` defaults to the whole world.
+    """
+
+    def __init__(self, *args, process_group: dist.ProcessGroup | None = None, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.process_group = process_group
+
+    def _batch_moments(self, inst_mean: Tensor, inst_var: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
+        if not (dist.is_available() and dist.is_initialized()):
+            return super()._batch_moments(inst_mean, inst_var)
+        group = self.process_group or dist.group.WORLD
+        if dist.get_world_size(group) == 1:
+            return super()._batch_moments(inst_mean, inst_var)
+        from torch.distributed.nn.functional import all_reduce
+
+        n = inst_mean.new_full((1,), float(inst_mean.shape[0]))
+        sums = all_reduce(torch.cat([inst_mean.sum(0), inst_var.sum(0), n]), group=group)
+        c = inst_mean.shape[1]
+        count = sums[-1]
+        mean = sums[:c] / count
+        # second reduction around the global mean: stabler than E[K²] − E[K]²
+        between = all_reduce((inst_mean - mean).square().sum(0), group=group) / count
+        return mean, sums[c:2 * c] / count, between, int(count.item())
+
+
+@NORMS.register("rbn")
+def representative_batch_norm(
+    num_features: int,
+    *,
+    eps: float = 1e-5,
+    momentum: float | None = 0.1,
+    affine: bool = True,
+    track_running_stats: bool = True,
+) -> nn.Module:
+    """Representative BatchNorm (Gao et al. 2021): :class:`RepresentativeBatchNorm2d`."""
+    return RepresentativeBatchNorm2d(
+        num_features, eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats
+    )
+
+
+@NORMS.register("rbn_sync")
+def sync_representative_batch_norm(
+    num_features: int,
+    *,
+    eps: float = 1e-5,
+    momentum: float | None = 0.1,
+    affine: bool = True,
+    track_running_stats: bool = True,
+) -> nn.Module:
+    """RBN with statistics synchronized across processes (DDP): :class:`SyncRepresentativeBatchNorm2d`."""
+    return SyncRepresentativeBatchNorm2d(
+        num_features, eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats
+    )
+
+
+def rbn_steps(layer: RepresentativeBatchNorm2d, x: Tensor) -> dict[str, Tensor]:
+    """The paper's four steps computed one by one (the reference for the fused forward and for plots).
+
+    Returns ``centered`` (X_cm), ``standardized`` (X_s), ``calibrated`` (X_cs) and ``output`` (Y).
+    Uses batch statistics when the layer would (training, or no running statistics), running ones
+    otherwise; never updates the running statistics.
+    """
+    c = (1, -1, 1, 1)
+    centered = x + layer.center_weight.view(c) * x.mean(dim=(2, 3), keepdim=True)
+    if layer.training or layer.running_mean is None:
+        var, mean = torch.var_mean(centered, dim=(0, 2, 3), correction=0, keepdim=True)
+    else:
+        mean, var = layer.running_mean.view(c), layer.running_var.view(c)
+    standardized = (centered - mean) / torch.sqrt(var + layer.eps)
+    scale = torch.sigmoid(
+        layer.scale_weight.view(c) * standardized.mean(dim=(2, 3), keepdim=True) + layer.scale_bias.view(c)
+    )
+    calibrated = standardized * scale
+    output = calibrated
+    if layer.affine:
+        output = calibrated * layer.weight.view(c) + layer.bias.view(c)
+    return {"centered": centered, "standardized": standardized, "calibrated": calibrated, "output": output}
