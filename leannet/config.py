@@ -79,12 +79,24 @@ class TrainerConfig:
 
 
 @dataclass
+class FreezeConfig:
+    """BatchNorm-only training (leannet.norm.bn_only): which parameters train, and their initialization."""
+
+    mode: str = "none"  # none | bn_only | bn_and_output | output_only | random_per_channel
+    output: str | None = None  # module path of the output layer (default: the last nn.Linear)
+    weight_init: str = "model"  # model | kaiming_fan_in
+    bn_init: str = "model"  # model | uniform (γ ~ U[0,1), β = 0) | ones
+    seed: int | None = None  # draws random_per_channel's entries (default: the run's seed)
+
+
+@dataclass
 class Recipe:
     name: str = "run"
     seed: int = 0
     out_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
     method: dict[str, Any] = field(default_factory=lambda: {"name": "ce"})
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

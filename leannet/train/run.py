@@ -32,6 +32,7 @@ from leannet.config import load_recipe, to_dict
 from leannet.data import Loaders, build_loaders
 from leannet.errors import LeannetError
 from leannet.models import build_model, count_parameters
+from leannet.norm import apply_freeze_config
 from leannet.train.callbacks import AtomicCheckpointIO, EpochCheckpoints, EpochMonitor, read_metrics, safe_torch_load
 from leannet.train.methods import METHODS, Method, build_method
 from leannet.train.module import LeanModule
@@ -125,6 +126,7 @@ def build(config: DictConfig) -> Built:
         norm=config.model.norm, width=config.model.width, image_size=info.image_size,
         **to_dict(config.model.args),
     )
+    model = apply_freeze_config(model, config.freeze, config.seed)
     if config.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     method = build_method(to_dict(config.method), model, info.num_classes)
@@ -217,7 +219,7 @@ def _train(config: DictConfig, run_dir: Path, resume: bool, callbacks: list[L.Ca
         params = count_parameters(built.method)
         trainable = count_parameters(built.method, trainable_only=True)
         print(f"run {run_dir}: {config.model.name} on {config.data.name}, method {config.method.name}, "
-              f"{params:,} parameters ({trainable:,} trainable)", flush=True)
+              f"{params:,} parameters ({trainable:,} trainable, freeze {config.freeze.mode})", flush=True)
     start = time.perf_counter()
     trainer.fit(
         built.module, built.loaders.train, built.loaders.val if has_val else None,
