@@ -1,11 +1,11 @@
-"""Distillation: pure loss functions, and methods (registered by `leannet.train`) that use them.
+"""Distillation: pure loss functions, and the recipe methods built on them.
 
 >>> from leannet.distill import kd_loss, label_smoothing_loss, tfkd_reg_loss
 >>> loss = (1 - alpha) * F.cross_entropy(z, y) + alpha * kd_loss(z, teacher_logits, temperature=4.0)
 
-Recipe methods: `kd`, `tfkd_self`, `tfkd_reg`, `lsr` (see `leannet.distill.teacher`). Modules that
-register methods import `leannet.train.methods`, which imports these losses, so they are imported
-by `leannet/train/__init__.py`, not here.
+Recipe methods: `kd`, `tfkd_self`, `tfkd_reg` (`leannet.distill.teacher`) and `lsr`. Inside leannet,
+import from the submodules (`leannet.distill.losses`), never from this package: `leannet.train`
+imports them while this package may still be initializing.
 """
 
 from leannet.distill.losses import (
@@ -17,11 +17,17 @@ from leannet.distill.losses import (
     tfkd_reg_loss,
     virtual_teacher,
 )
+from leannet.distill.teacher import FrozenTeacher, KnowledgeDistillation, TfKDReg, TfKDSelf, resolve_teacher
 
 __all__ = [
+    "FrozenTeacher",
+    "KnowledgeDistillation",
+    "TfKDReg",
+    "TfKDSelf",
     "batch_kl",
     "kd_loss",
     "label_smoothing_loss",
+    "resolve_teacher",
     "smoothed_targets",
     "soft_cross_entropy",
     "tfkd_reg_loss",
