@@ -33,13 +33,13 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture
 def tiny_recipe(tmp_path):
-    """A recipe that trains in a few seconds: 50 images per class, a narrow ResNet-8, 2 epochs."""
+    """A recipe that trains in a few seconds: 100 images per class, a narrow ResNet-8, 2 epochs."""
 
     def make(*overrides: str):
         base = [
             f"out_dir={tmp_path / 'runs'}",
             "name=tiny",
-            "data.few_shot=50",
+            "data.few_shot=100",
             "data.val_size=200",
             "data.batch_size=50",
             "data.eval_batch_size=1000",

@@ -49,6 +49,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)`.*")
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=r".*defined a `validation_step` but have no `val_dataloader`.*")
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
 
 
@@ -227,7 +228,8 @@ def _train(config: DictConfig, run_dir: Path, resume: bool, callbacks: list[L.Ca
     )
     train_seconds = time.perf_counter() - start
     final = _test_accuracy(trainer, built.module, built.loaders, ckpt=None)
-    best = _test_accuracy(trainer, built.module, built.loaders, ckpt="best") if has_val else final
+    best = _test_accuracy(trainer, built.module, built.loaders, ckpt="best") if has_val and not _last_is_best(
+        run_dir, trainer) else final
     results = summarize(config, run_dir, built.method, final, best, train_seconds, trainer)
     if trainer.is_global_zero:
         _write_json(run_dir / "results.json", results)
@@ -238,6 +240,12 @@ def epoch_metrics(run_dir: Path) -> list[dict[str, float]]:
     """Per-epoch rows of a run's metrics.csv (empty when it has none yet)."""
     path = Path(run_dir) / "metrics.csv"
     return read_metrics(path) if path.is_file() else []
+
+
+def _last_is_best(run_dir: Path, trainer: L.Trainer) -> bool:
+    """Whether best.ckpt holds the final weights (then its test accuracy is the final one)."""
+    best = run_dir / "checkpoints" / "best.ckpt"
+    return best.is_file() and safe_torch_load(best)["epoch"] == trainer.current_epoch - 1
 
 
 def summarize(config, run_dir, method, final, best, train_seconds, trainer) -> dict[str, Any]:  # noqa: ANN001
