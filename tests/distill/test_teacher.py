@@ -153,7 +153,7 @@ def test_kd_run_leaves_its_teacher_unchanged(tiny_recipe, tmp_path):
 
 
 def test_tfkd_self_runs_both_stages_in_one_command(tiny_recipe, tmp_path):
-    config = tiny_recipe(*DIGITS, "method.name=tfkd_self", "trainer.max_epochs=3", "model.name=mlp",
+    config = tiny_recipe(*DIGITS, "method.name=tfkd_self", "trainer.max_epochs=2", "model.name=mlp",
                          "model.width=0.25", "method.alpha=0.5")
     run_dir = tmp_path / "self"
     results = train(config, run_dir=run_dir)
