@@ -81,10 +81,18 @@ def dead_relu_fraction(model: nn.Module, batches: Iterable[Tensor | tuple[Tensor
 
 @torch.no_grad()
 def calibration_std(layer: RepresentativeBatchNorm2d, x: Tensor) -> dict[str, Tensor]:
-    """Per-channel standard deviation (over N, H, W) of RBN's input to the scaling calibration (X_s) and
-    of its output (X_cs), for the layer's input ``x`` (the RBN paper's figure)."""
+    """Per-channel standard deviation of RBN's features before (X_s) and after (X_cs) scaling calibration,
+    for the layer's input ``x`` (the RBN paper's figure).
+
+    ``standardized`` / ``calibrated``: std over (N, H, W); ``*_instance``: each instance's std over
+    (H, W), averaged over instances (the calibration acts per instance).
+    """
     steps = rbn_steps(layer, x)
-    return {key: steps[key].std(dim=(0, 2, 3)).cpu() for key in ("standardized", "calibrated")}
+    out = {}
+    for key in ("standardized", "calibrated"):
+        out[key] = steps[key].std(dim=(0, 2, 3)).cpu()
+        out[f"{key}_instance"] = steps[key].std(dim=(2, 3)).mean(0).cpu()
+    return out
 
 
 def _test_batches(built: Any, limit: int | None) -> Iterable[Tensor]:
@@ -170,22 +178,25 @@ def analyze_rbn_std(run_dir: Path, layer_name: str, out: Path, images: int = 512
             model(x)
     handle.remove()
     std = calibration_std(layer, torch.cat(captured))
-    before, after = std["standardized"], std["calibrated"]
-    result = {
-        "run_dir": str(run_dir), "layer": layer_name, "images": images,
-        "std_before": before.tolist(), "std_after": after.tolist(),
-        "cv_before": float(before.std() / before.mean()), "cv_after": float(after.std() / after.mean()),
-    }
+
+    def cv(t: Tensor) -> float:  # coefficient of variation over channels: lower = more even
+        return float(t.std() / t.mean())
+
+    result: dict[str, Any] = {"run_dir": str(run_dir), "layer": layer_name, "images": images}
+    for scope, suffix in (("batch", ""), ("instance", "_instance")):
+        before, after = std[f"standardized{suffix}"], std[f"calibrated{suffix}"]
+        result |= {f"std_before_{scope}": before.tolist(), f"std_after_{scope}": after.tolist(),
+                   f"cv_before_{scope}": cv(before), f"cv_after_{scope}": cv(after)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "rbn_std.json").write_text(json.dumps(result, indent=2) + "\n")
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    channels = range(len(before))
-    label = f"before scaling calibration (X_s), CV {result['cv_before']:.2f}"
-    ax.plot(channels, before.numpy(), "o-", ms=3, label=label)
-    ax.plot(channels, after.numpy(), "o-", ms=3, label=f"after (X_cs), CV {result['cv_after']:.2f}")
-    ax.set_xlabel(f"channel of {layer_name}")
-    ax.set_ylabel("std over test images and positions")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, scope in zip(axes, ("batch", "instance"), strict=True):
+        for when, label in (("before", "before scaling calibration (X_s)"), ("after", "after (X_cs)")):
+            values = result[f"std_{when}_{scope}"]
+            ax.plot(range(len(values)), values, "o-", ms=3, label=f"{label}, CV {result[f'cv_{when}_{scope}']:.3f}")
+        ax.set_xlabel(f"channel of {layer_name}")
+        ax.set_ylabel("std over N, H, W" if scope == "batch" else "per-instance std over H, W (mean)")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "rbn_std.png", dpi=110)
     plt.close(fig)

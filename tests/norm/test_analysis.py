@@ -56,4 +56,6 @@ def test_calibration_std_at_init_is_sigmoid_one():
     layer = RepresentativeBatchNorm2d(4).eval()
     layer.running_var.fill_(2.0)
     std = calibration_std(layer, torch.randn(8, 4, 5, 5))
-    torch.testing.assert_close(std["calibrated"], std["standardized"] * torch.sigmoid(torch.tensor(1.0)))
+    gate = torch.sigmoid(torch.tensor(1.0))
+    torch.testing.assert_close(std["calibrated"], std["standardized"] * gate)
+    torch.testing.assert_close(std["calibrated_instance"], std["standardized_instance"] * gate)

@@ -147,5 +147,5 @@ def test_recipe_freeze_section_trainable_count_and_analysis(tiny_recipe, tmp_pat
     assert (tmp_path / "out" / "gamma_hist.png").stat().st_size > 1000
     assert "dead relu units" in (tmp_path / "out" / "gamma.md").read_text()
     result = analyze_rbn_std(tmp_path / "run", "layer2.0.bn1", tmp_path / "out", images=64)
-    assert len(result["std_before"]) == 16
+    assert len(result["std_before_batch"]) == len(result["std_after_instance"]) == 16
     assert json.loads((tmp_path / "out" / "rbn_std.json").read_text())["layer"] == "layer2.0.bn1"
