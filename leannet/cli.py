@@ -1,4 +1,4 @@
-"""The `leannet` command line: train, suite, eval, report, data, list.
+"""The `leannet` command line: train, suite, eval, report, repro, data, list.
 
 Every user mistake surfaces as one line `leannet: error: …` and exit code 2.
 """
@@ -74,6 +74,16 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(report(args.run_dirs, out=args.out, title=args.title))
 
 
+def cmd_repro(args: argparse.Namespace) -> None:
+    from leannet.report.repro import generate
+
+    stale = generate(args.spec, root=args.root, check=args.check)
+    names = ", ".join(p.name for p in stale)
+    if args.check and stale:
+        raise LeannetError(f"{names} out of date with the committed results; run `leannet repro` and commit")
+    print(f"wrote {names}" if stale else "REPRODUCTION.md and BENCHMARKS.md are up to date")
+
+
 def cmd_data(args: argparse.Namespace) -> None:
     from leannet.data import fetch
 
@@ -126,6 +136,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="where to write report.md and curves.png (default: the first path)")
     r.add_argument("--title", default="Results")
     r.set_defaults(func=cmd_report)
+
+    rp = sub.add_parser("repro", help="regenerate REPRODUCTION.md and BENCHMARKS.md from committed results",
+                        description="Read the spec and the result files under results/ and benchmarks/results/, "
+                        "and write REPRODUCTION.md and BENCHMARKS.md (never edit those by hand).")
+    rp.add_argument("--spec", default="recipes/reproduction.yaml", help="the sections and benchmarks to report")
+    rp.add_argument("--root", default=".", help="repository root holding results/ (default: .)")
+    rp.add_argument("--check", action="store_true", help="only check that the files are up to date (exit 2 if not)")
+    rp.set_defaults(func=cmd_repro)
 
     d = sub.add_parser("data", help="dataset utilities")
     dsub = d.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -4,6 +4,7 @@ A suite file:
 
     base: ../baseline/fashion_mnist.yaml    # relative to the suite file
     out_dir: runs/main
+    results_dir: results/main              # optional: small result files of every run are copied here
     seeds: [0, 1]
     overrides: {trainer: {max_epochs: 3}}   # applied to every variant
     variants:
@@ -12,10 +13,13 @@ A suite file:
 
 Run `variant` with seed `s` lands in `out_dir/variant/seed{s}`. Runs whose `results.json` exists are
 skipped and runs with a `last.ckpt` are resumed, so a long suite can be spread over several sittings.
+With `results_dir`, each finished run's small files (results.json, metrics.csv, config.yaml; never
+checkpoints) are copied to `results_dir/variant/seed{s}/`, the layout the reproduction report reads.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,7 @@ class SuiteConfig:
     base: str = ""
     title: str = ""
     out_dir: str = "runs/suite"
+    results_dir: str = ""
     seeds: list[int] = field(default_factory=lambda: [0])
     overrides: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, Any] = field(default_factory=dict)
@@ -74,15 +79,31 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> tuple[SuiteConfig
     return OmegaConf.to_object(suite), runs
 
 
+PUBLISHED_FILES = ("results.json", "metrics.csv", "config.yaml")
+
+
+def publish(run: SuiteRun, results_dir: str | Path) -> Path:
+    """Copy a finished run's small result files to `results_dir/variant/seed{s}/` (no checkpoints)."""
+    target = Path(results_dir) / run.variant / f"seed{run.seed}"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in PUBLISHED_FILES:
+        if (run.run_dir / name).is_file():
+            shutil.copyfile(run.run_dir / name, target / name)
+    return target
+
+
 def run_suite(path: str | Path, overrides: list[str] = (), dry_run: bool = False) -> list[SuiteRun]:
-    """Train every run of a suite that has no results yet; returns all runs."""
+    """Train every run of a suite that has no results yet (publishing each to `results_dir`); returns all runs."""
     from leannet.train.run import train
 
-    _, runs = load_suite(path, overrides)
+    suite, runs = load_suite(path, overrides)
     for k, run in enumerate(runs, 1):
         status = "done" if run.done else "resume" if (run.run_dir / "checkpoints/last.ckpt").is_file() else "new"
         print(f"[{k}/{len(runs)}] {run.variant} seed {run.seed}: {status} ({run.run_dir})", flush=True)
-        if run.done or dry_run:
+        if dry_run:
             continue
-        train(run.config, run_dir=run.run_dir, resume=status == "resume")
+        if not run.done:
+            train(run.config, run_dir=run.run_dir, resume=status == "resume")
+        if suite.results_dir:
+            publish(run, suite.results_dir)
     return runs

@@ -56,3 +56,19 @@ def test_suite_end_to_end_with_report(tmp_path, capsys):
     assert (tmp_path / "out" / "report.md").is_file() and (tmp_path / "out" / "curves.png").is_file()
     assert main(["suite", str(path)]) == 0  # second time: everything is skipped
     assert capsys.readouterr().out.count(": done (") == 4
+
+
+def test_finished_runs_are_published_without_checkpoints(tmp_path):
+    results = tmp_path / "published"
+    path = write_suite(tmp_path, extra=f"results_dir: {results}\n")
+    _, runs = load_suite(path)
+    for run in runs:
+        (run.run_dir / "checkpoints").mkdir(parents=True)
+        (run.run_dir / "checkpoints" / "last.ckpt").write_text("weights")
+        (run.run_dir / "results.json").write_text(json.dumps({"name": run.variant, "seed": run.seed}))
+        (run.run_dir / "metrics.csv").write_text("epoch\n1\n")
+    run_suite(path)
+    assert sorted(p.relative_to(results).as_posix() for p in results.rglob("*") if p.is_file()) == [
+        f"{v}/seed{s}/{f}" for v in ("ce", "ls") for s in (0, 3) for f in ("metrics.csv", "results.json")
+    ]
+    assert json.loads((results / "ls" / "seed3" / "results.json").read_text()) == {"name": "ls", "seed": 3}

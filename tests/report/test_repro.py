@@ -1,0 +1,77 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from leannet.cli import main
+from leannet.errors import LeannetError
+from leannet.report.repro import collect, generate, lookup, verdict
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_committed_reports_match_committed_results():
+    stale = generate(REPO / "recipes" / "reproduction.yaml", root=REPO, check=True)
+    assert stale == [], f"run `leannet repro` and commit: {[p.name for p in stale]} differ"
+
+
+def test_verdict_rules():
+    assert verdict([0.90, 0.91, 0.92], [0.80, 0.81, 0.82], ">") == "reproduced"
+    assert verdict([0.80, 0.81, 0.82], [0.90, 0.91, 0.92], ">") == "not reproduced"
+    assert verdict([0.80, 0.81, 0.82], [0.90, 0.91, 0.92], "<") == "reproduced"
+    assert verdict([0.80, 0.90, 0.85], [0.84, 0.86, 0.85], ">") == "inconclusive"
+    assert verdict([0.9], [0.8], ">") == "inconclusive (one seed)"
+    assert verdict([], [0.8], ">") == "not run"
+    with pytest.raises(LeannetError, match="'>' or '<'"):
+        verdict([1.0], [1.0], ">=")
+
+
+def test_lookup_and_collect(tmp_path):
+    assert lookup({"a": {"b": [1, 2]}}, "a.b.1") == 2 and lookup({"a": 1}, "a.c") is None
+    for seed, acc in enumerate([0.5, 0.7]):
+        (tmp_path / f"seed{seed}").mkdir()
+        (tmp_path / f"seed{seed}" / "results.json").write_text(json.dumps({"exits": {"1": acc}}))
+    (tmp_path / "summary.json").write_text(json.dumps({"iou": [0.1, 0.2, 0.3]}))
+    assert collect("seed*/results.json", "exits.1", tmp_path) == [0.5, 0.7]
+    assert collect("summary.json", "iou", tmp_path) == [0.1, 0.2, 0.3]
+    assert collect("nothing*/x.json", "iou", tmp_path) == []
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(LeannetError, match="cannot read result file .*bad.json"):
+        collect("bad.json", "x", tmp_path)
+
+
+def test_generate_writes_tables_verdicts_and_missing_rows(tmp_path, capsys):
+    for name, accs in (("a", [0.9, 0.92, 0.91]), ("b", [0.8, 0.82, 0.81])):
+        for seed, acc in enumerate(accs):
+            run = tmp_path / "results" / name / f"seed{seed}"
+            run.mkdir(parents=True)
+            (run / "results.json").write_text(json.dumps({"test_acc": acc, "test_acc_at_best_val": acc + 0.01}))
+    (tmp_path / "bench.json").write_text(json.dumps({"ratio": 1.234, "device": "cpu"}))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "machine: test box\nsections:\n  - title: S\n    command: make it\n    rows:\n"
+        "      - {name: a, files: 'results/a/seed*/results.json', best_key: test_acc_at_best_val}\n"
+        "      - {name: b, files: 'results/b/seed*/results.json'}\n"
+        "      - {name: c, files: 'results/c/seed*/results.json'}\n"
+        "    claims: [{a: a, op: '>', b: b}, {a: c, op: '>', b: b}]\n"
+        "benchmarks:\n  - {title: B, command: run b, file: bench.json, ratio: ratio}\n"
+        "  - {title: Missing, command: run m, file: none.json, ratio: ratio}\n"
+    )
+    assert main(["repro", "--spec", str(spec), "--root", str(tmp_path)]) == 0
+    text = (tmp_path / "REPRODUCTION.md").read_text()
+    assert "| a | 3 | 91.00 ± 1.00 % | 92.00 ± 1.00 % |" in text
+    assert "| c | 0 | not run yet: `make it` | – |" in text
+    assert "| a > b | reproduced |" in text and "| c > b | not run |" in text
+    bench = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| B | 1.23× |" in bench and "| Missing | not run yet |" in bench
+    assert main(["repro", "--spec", str(spec), "--root", str(tmp_path), "--check"]) == 0
+    (tmp_path / "results" / "b" / "seed0" / "results.json").write_text(json.dumps({"test_acc": 0.95}))
+    assert main(["repro", "--spec", str(spec), "--root", str(tmp_path), "--check"]) == 2
+    assert "REPRODUCTION.md out of date" in capsys.readouterr().err
+
+
+def test_claim_with_unknown_row_is_an_error(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("sections:\n  - title: S\n    rows: [{name: a}]\n    claims: [{a: a, op: '>', b: zz}]\n")
+    with pytest.raises(LeannetError, match="unknown row 'zz'; rows: a"):
+        generate(spec, root=tmp_path)
