@@ -1,0 +1,221 @@
+"""AdaShare (Sun et al., NeurIPS 2020): per-task select-or-skip policies over a shared residual backbone.
+
+Block l for task k computes ``x' = u_{k,l,0}·ReLU(r + F_l(x)) + u_{k,l,1}·r`` with r the block's shortcut,
+so a skipped block (u = (0, 1)) is exactly its shortcut. Policies ``u`` come from per-task logits
+α ∈ R^{K×L×2} (execute, skip) through Gumbel-softmax during the search and are fixed 0/1 afterwards.
+
+>>> net = AdaShareNet({"segmentation": 5, "depth": 1})
+>>> u = gumbel_policy(net.policy_logits, tau=5.0)          # soft, differentiable
+>>> out = net(images, u)                                   # {"segmentation": ..., "depth": ...}
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from leannet.errors import LeannetError
+from leannet.multitask.heads import DenseHead
+
+
+class GatedBasicBlock(nn.Module):
+    """A ResNet basic block that a policy can execute or skip (AdaShare eq. 1)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x): conv-BN-ReLU-conv-BN."""
+        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """``u`` = (execute, skip) weights; None executes. A hard skip (u = (0, 1) without gradient)
+        returns the shortcut without computing F."""
+        r = self.shortcut(x)
+        if u is None:
+            return F.relu(r + self.residual(x))
+        if not u.requires_grad and float(u[0]) == 0.0:
+            return r * u[1] if float(u[1]) != 1.0 else r
+        return u[0] * F.relu(r + self.residual(x)) + u[1] * r
+
+
+class AdaShareNet(nn.Module):
+    """Shared backbone of gated basic blocks, one dense head per task, and per-task policy logits.
+
+    ``tasks`` maps task name → output channels. ``blocks[i]`` basic blocks of width ``widths[i]``
+    form stage i (first block strided by ``strides[i]``); L = sum(blocks) gated blocks.
+    """
+
+    def __init__(self, tasks: dict[str, int], widths: tuple[int, ...] = (16, 32, 64),
+                 blocks: tuple[int, ...] = (2, 2, 2), strides: tuple[int, ...] = (1, 2, 2), in_channels: int = 3,
+                 head_dilations: tuple[int, ...] = (1, 2, 3)) -> None:
+        super().__init__()
+        if not tasks:
+            raise LeannetError("AdaShareNet needs at least one task")
+        if not len(widths) == len(blocks) == len(strides):
+            raise LeannetError(f"widths {widths}, blocks {blocks} and strides {strides} must have the same length")
+        self.task_names = list(tasks)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU(inplace=True))
+        layers, cin = [], widths[0]
+        for width, count, stride in zip(widths, blocks, strides, strict=True):
+            for i in range(count):
+                layers.append(GatedBasicBlock(cin, width, stride if i == 0 else 1))
+                cin = width
+        self.blocks = nn.ModuleList(layers)
+        self.heads = nn.ModuleDict({name: DenseHead(cin, c, tuple(head_dilations)) for name, c in tasks.items()})
+        # α_k initialised equal: execute and skip both 0.5 after softmax
+        self.policy_logits = nn.Parameter(torch.zeros(len(tasks), len(layers), 2))
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Network weights (everything except the policy logits)."""
+        return [p for name, p in self.named_parameters() if name != "policy_logits"]
+
+    def forward(self, x: torch.Tensor, policy: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Predictions per task. ``policy`` [K, L, 2] (execute, skip) per task and block; None executes
+        every block for every task (hard sharing). Discrete policies share the computation of common
+        prefixes between tasks; soft ones run the backbone once per task."""
+        size = x.shape[-2:]
+        stem = self.stem(x)
+        k = len(self.task_names)
+        if policy is not None and policy.shape != (k, self.num_blocks, 2):
+            raise LeannetError(f"policy must have shape ({k}, {self.num_blocks}, 2), got {tuple(policy.shape)}")
+        if policy is None or (not policy.requires_grad and bool(((policy == 0) | (policy == 1)).all())):
+            feats = self._shared_prefix_forward(stem, policy)
+        else:
+            feats = []
+            for t in range(k):
+                h = stem
+                for l, block in enumerate(self.blocks):
+                    h = block(h, policy[t, l])
+                feats.append(h)
+        return {name: self.heads[name](feats[t], size) for t, name in enumerate(self.task_names)}
+
+    def _shared_prefix_forward(self, stem: torch.Tensor, policy: torch.Tensor | None) -> list[torch.Tensor]:
+        k = len(self.task_names)
+        execute = (torch.ones(k, self.num_blocks, dtype=torch.bool) if policy is None
+                   else policy[..., 0].detach().cpu() == 1)
+        prefix: dict[tuple[bool, ...], torch.Tensor] = {(): stem}
+        keys = [()] * k
+        for l, block in enumerate(self.blocks):
+            nxt: dict[tuple[bool, ...], torch.Tensor] = {}
+            for t in range(k):
+                key = (*keys[t], bool(execute[t, l]))
+                if key not in nxt:
+                    h = prefix[keys[t]]
+                    nxt[key] = block(h) if key[-1] else block.shortcut(h)
+                keys[t] = key
+            prefix = nxt
+        return [prefix[keys[t]] for t in range(k)]
+
+
+# ---- the policy: pure functions ----------------------------------------------------------------------------
+
+def gumbel_policy(logits: torch.Tensor, tau: float, hard: bool = False,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gumbel-softmax sample u = softmax((α + g)/τ) over the last dim (execute, skip), one per task and
+    block (shared over the batch). ``hard`` returns one-hot samples with straight-through gradients."""
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-10, 1 - 1e-10)
+    gumbel = -torch.log(-torch.log(uniform))
+    soft = F.softmax((logits + gumbel) / tau, dim=-1)
+    if not hard:
+        return soft
+    one_hot = F.one_hot(soft.argmax(-1), 2).to(soft.dtype)
+    return one_hot - soft.detach() + soft
+
+
+def learnable_blocks(epoch: int, speed: int, num_blocks: int) -> int:
+    """Curriculum: in search epoch ``epoch`` (from 0) only the last ``epoch // speed + 1`` blocks
+    (at most all of them) have learnable policies; earlier blocks are forced to execute."""
+    if speed < 1:
+        raise LeannetError(f"curriculum speed must be >= 1 epoch per block, got {speed}")
+    return min(num_blocks, epoch // speed + 1)
+
+
+def apply_curriculum(policy: torch.Tensor, learnable: int) -> torch.Tensor:
+    """``policy`` [K, L, 2] with blocks before the last ``learnable`` forced to execute (u = (1, 0))."""
+    forced = policy.shape[1] - learnable
+    if forced <= 0:
+        return policy
+    execute = torch.zeros_like(policy[:, :forced])
+    execute[..., 0] = 1
+    return torch.cat([execute, policy[:, forced:]], dim=1)
+
+
+def sparsity_loss(logits: torch.Tensor, learnable: int | None = None) -> torch.Tensor:
+    """L_sparsity: mean of −log p_skip over tasks and the unlocked (last ``learnable``) blocks."""
+    learnable = logits.shape[1] if learnable is None else learnable
+    log_p = F.log_softmax(logits[:, logits.shape[1] - learnable:], dim=-1)
+    return -log_p[..., 1].mean()
+
+
+def sharing_weights(num_blocks: int) -> torch.Tensor:
+    """(L − l)/L for blocks l = 0..L−1: differences in early blocks cost more, so early blocks are
+    shared and late ones may become task specific (the paper's intent; the official code weights
+    (l+1)/L, the opposite)."""
+    return (num_blocks - torch.arange(num_blocks, dtype=torch.float32)) / num_blocks
+
+
+def sharing_loss(logits: torch.Tensor) -> torch.Tensor:
+    """L_sharing = Σ over task pairs Σ_l (L − l)/L · |α_{k1,l} − α_{k2,l}|₁."""
+    k, num_blocks, _ = logits.shape
+    weights = sharing_weights(num_blocks).to(logits)
+    total = logits.new_zeros(())
+    for a, b in itertools.combinations(range(k), 2):
+        total = total + (weights * (logits[a] - logits[b]).abs().sum(-1)).sum()
+    return total
+
+
+def execute_probability(logits: torch.Tensor) -> torch.Tensor:
+    """p(execute) per task and block: softmax(α)[..., 0]."""
+    return F.softmax(logits, dim=-1)[..., 0]
+
+
+def sample_discrete(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A discrete policy (bool [K, L], True = execute) sampled from softmax(α), as the official code."""
+    p = execute_probability(logits.detach())
+    return torch.rand(p.shape, generator=generator) < p
+
+
+def policy_tensor(execute: torch.Tensor) -> torch.Tensor:
+    """Bool [K, L] execute decisions → u [K, L, 2] (execute, skip) of zeros and ones."""
+    execute = execute.float()
+    return torch.stack([execute, 1 - execute], dim=-1)
+
+
+def random_policy(counts: list[int], num_blocks: int, generator: torch.Generator) -> torch.Tensor:
+    """Random-policy control: for task k, ``counts[k]`` blocks executed, chosen uniformly (bool [K, L])."""
+    execute = torch.zeros(len(counts), num_blocks, dtype=torch.bool)
+    for t, c in enumerate(counts):
+        if not 0 <= c <= num_blocks:
+            raise LeannetError(f"random policy: task {t} cannot execute {c} of {num_blocks} blocks")
+        execute[t, torch.randperm(num_blocks, generator=generator)[:c]] = True
+    return execute
+
+
+def executed_params(net: AdaShareNet, execute: torch.Tensor | None = None) -> int:
+    """Parameters a deployed network needs: stem, heads, and the blocks some task executes (a skipped
+    block's projection shortcut still counts)."""
+    execute = torch.ones(len(net.task_names), net.num_blocks, dtype=torch.bool) if execute is None else execute
+    count = sum(p.numel() for p in net.stem.parameters()) + sum(p.numel() for p in net.heads.parameters())
+    for l, block in enumerate(net.blocks):
+        if bool(execute[:, l].any()):
+            count += sum(p.numel() for p in block.parameters())
+        else:
+            count += sum(p.numel() for p in block.shortcut.parameters())
+    return count

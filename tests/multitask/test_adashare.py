@@ -1,0 +1,197 @@
+import pytest
+import torch
+
+from leannet.errors import LeannetError
+from leannet.multitask.adashare import (
+    AdaShareNet,
+    GatedBasicBlock,
+    apply_curriculum,
+    executed_params,
+    gumbel_policy,
+    learnable_blocks,
+    policy_tensor,
+    random_policy,
+    sample_discrete,
+    sharing_loss,
+    sharing_weights,
+    sparsity_loss,
+)
+from leannet.multitask.train import policy_step, weight_step
+
+TASKS = {"segmentation": 5, "depth": 1, "normals": 3}
+
+
+def tiny_net(seed: int = 0) -> AdaShareNet:
+    torch.manual_seed(seed)
+    return AdaShareNet(TASKS, widths=(4, 8), blocks=(2, 2), strides=(1, 2), head_dilations=(1,))
+
+
+def batch(n: int = 4, size: int = 8):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 3, size, size, generator=g)
+    normals = torch.nn.functional.normalize(torch.randn(n, 3, size, size, generator=g), dim=1)
+    return x, {"segmentation": torch.randint(0, 5, (n, size, size), generator=g),
+               "depth": torch.rand(n, size, size, generator=g) + 1, "normals": normals}
+
+
+@pytest.mark.parametrize("stride,cin,cout", [(1, 4, 4), (2, 4, 8)])
+def test_skipped_block_is_exactly_the_shortcut(stride, cin, cout):
+    torch.manual_seed(0)
+    block = GatedBasicBlock(cin, cout, stride).eval()
+    x = torch.randn(2, cin, 8, 8)
+    skip = block(x, torch.tensor([0.0, 1.0]))
+    assert torch.equal(skip, block.shortcut(x))
+    if stride == 1:
+        assert torch.equal(skip, x)
+    executed = block(x, torch.tensor([1.0, 0.0]))
+    assert torch.allclose(executed, torch.relu(block.shortcut(x) + block.residual(x)))
+    assert not torch.allclose(executed, skip)
+    # soft: the convex combination of both paths (eq. 1), also with a gradient-carrying u
+    u = torch.tensor([0.3, 0.7], requires_grad=True)
+    assert torch.allclose(block(x, u), 0.3 * executed + 0.7 * skip, atol=1e-6)
+
+
+def test_network_with_all_skipped_equals_stem_and_shortcuts():
+    net = tiny_net().eval()
+    x, _ = batch()
+    skip_all = policy_tensor(torch.zeros(3, net.num_blocks, dtype=torch.bool))
+    out = net(x, skip_all)
+    h = net.stem(x)
+    for block in net.blocks:
+        h = block.shortcut(h)
+    assert torch.allclose(out["depth"], net.heads["depth"](h, x.shape[-2:]))
+
+
+def test_shared_prefix_forward_matches_per_task_forward():
+    net = tiny_net().eval()
+    x, _ = batch()
+    execute = torch.tensor([[1, 1, 0, 1], [1, 1, 1, 0], [1, 0, 1, 1]], dtype=torch.bool)
+    fast = net(x, policy_tensor(execute))                            # discrete: prefix sharing
+    slow = net(x, policy_tensor(execute).requires_grad_())          # soft path: one pass per task
+    for t in TASKS:
+        assert torch.allclose(fast[t], slow[t], atol=1e-5)
+    hard = net(x, None)
+    full = net(x, policy_tensor(torch.ones(3, 4, dtype=torch.bool)).requires_grad_())
+    assert all(torch.allclose(hard[t], full[t], atol=1e-5) for t in TASKS)
+
+
+def test_gumbel_policy_is_a_distribution_and_sharpens_with_low_tau():
+    logits = torch.zeros(3, 4, 2)
+    logits[..., 0] = 2.0
+    g = torch.Generator().manual_seed(0)
+    u = gumbel_policy(logits, tau=5.0, generator=g)
+    assert torch.allclose(u.sum(-1), torch.ones(3, 4))
+    cold = gumbel_policy(logits, tau=0.05, generator=g)
+    assert ((cold.max(-1).values) > 0.99).float().mean() > 0.9
+    hard = gumbel_policy(logits.clone().requires_grad_(), tau=1.0, hard=True, generator=g)
+    assert set(hard.detach().unique().tolist()) <= {0.0, 1.0}
+
+
+def test_curriculum_unlocks_blocks_from_the_last_to_the_first():
+    num_blocks, speed = 4, 2
+    counts = [learnable_blocks(e, speed, num_blocks) for e in range(10)]
+    assert counts == [1, 1, 2, 2, 3, 3, 4, 4, 4, 4]
+    u = torch.full((2, num_blocks, 2), 0.5)
+    unlocked_order = []
+    for e in range(0, 8, speed):
+        forced = apply_curriculum(u, learnable_blocks(e, speed, num_blocks))
+        free = [l for l in range(num_blocks) if forced[0, l, 0] == 0.5]
+        unlocked_order += [l for l in free if l not in unlocked_order]
+        for l in range(num_blocks):
+            if l not in free:
+                assert forced[:, l].tolist() == [[1.0, 0.0]] * 2  # locked blocks are executed
+    assert unlocked_order == [3, 2, 1, 0]
+    with pytest.raises(LeannetError):
+        learnable_blocks(0, 0, 4)
+
+
+def test_sparsity_and_sharing_losses():
+    logits = torch.zeros(2, 4, 2)
+    assert torch.isclose(sparsity_loss(logits), torch.log(torch.tensor(2.0)))
+    skipping = logits.clone()
+    skipping[..., 1] = 3.0
+    assert sparsity_loss(skipping) < sparsity_loss(logits)
+    # only the unlocked (last) blocks count
+    partial = logits.clone()
+    partial[:, :3, 1] = 10.0
+    assert torch.isclose(sparsity_loss(partial, learnable=1), torch.log(torch.tensor(2.0)))
+    assert sharing_loss(logits) == 0
+    w = sharing_weights(4)
+    assert torch.allclose(w, torch.tensor([1.0, 0.75, 0.5, 0.25]))  # early blocks cost more to split
+    early, late = logits.clone(), logits.clone()
+    early[0, 0, 0] = 1.0
+    late[0, 3, 0] = 1.0
+    assert sharing_loss(early) > sharing_loss(late) > 0
+    three = torch.zeros(3, 4, 2)
+    three[0, 1, 1] = 2.0
+    assert torch.isclose(sharing_loss(three), torch.tensor(2 * 0.75 * 2.0))  # two pairs differ
+
+
+def _snapshot(net):
+    return {n: p.detach().clone() for n, p in net.named_parameters()}
+
+
+def test_policy_gets_gradients_only_in_policy_phases_and_weights_only_in_weight_phases():
+    from omegaconf import OmegaConf
+
+    from leannet.multitask.train import AdaShareConfig
+
+    cfg = OmegaConf.structured(AdaShareConfig)
+    net = tiny_net()
+    x, targets = batch()
+    w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    p_opt = torch.optim.Adam([net.policy_logits], lr=0.1)
+    before = _snapshot(net)
+    u = gumbel_policy(net.policy_logits.detach(), 5.0)
+    weight_step(net, w_opt, x, targets, u, {})
+    assert net.policy_logits.grad is None
+    assert torch.equal(net.policy_logits, before["policy_logits"])
+    assert all(p.grad is not None for p in net.weight_parameters())
+    assert not torch.equal(net.blocks[0].conv1.weight, before["blocks.0.conv1.weight"])
+    # policy phase: the logits move, no weight receives a gradient or changes (BN buffers may)
+    w_opt.zero_grad(set_to_none=True)
+    middle = _snapshot(net)
+    policy_step(net, p_opt, x, targets, tau=5.0, learnable=net.num_blocks, cfg=cfg, weights={})
+    assert net.policy_logits.grad is not None and net.policy_logits.grad.abs().sum() > 0
+    assert not torch.equal(net.policy_logits, middle["policy_logits"])
+    for name, p in net.named_parameters():
+        if name != "policy_logits":
+            assert p.grad is None, name
+            assert torch.equal(p, middle[name]), name
+    # and back: a weight step does not touch the logits the policy step produced
+    after_policy = net.policy_logits.detach().clone()
+    weight_step(net, w_opt, x, targets, None, {})
+    assert torch.equal(net.policy_logits.detach(), after_policy)
+
+
+def test_curriculum_in_policy_step_freezes_locked_block_logits():
+    from omegaconf import OmegaConf
+
+    from leannet.multitask.train import AdaShareConfig
+
+    cfg = OmegaConf.structured(AdaShareConfig)
+    cfg.sharing = 0.0  # the sharing loss touches every block; switch it off to see the curriculum alone
+    net = tiny_net()
+    x, targets = batch()
+    p_opt = torch.optim.Adam([net.policy_logits], lr=0.1)
+    policy_step(net, p_opt, x, targets, tau=5.0, learnable=1, cfg=cfg, weights={})
+    grad = net.policy_logits.grad
+    assert grad[:, :3].abs().sum() == 0 and grad[:, 3].abs().sum() > 0
+
+
+def test_discrete_policies_and_params():
+    net = tiny_net()
+    g = torch.Generator().manual_seed(0)
+    logits = torch.zeros(3, 4, 2)
+    logits[0, :, 0] = 20.0   # task 0 always executes
+    logits[1, :, 1] = 20.0   # task 1 always skips
+    execute = sample_discrete(logits, g)
+    assert execute[0].all() and not execute[1].any()
+    rand = random_policy([1, 2, 4], 4, g)
+    assert rand.sum(1).tolist() == [1, 2, 4]
+    full = executed_params(net)
+    assert full == sum(p.numel() for p in net.parameters()) - net.policy_logits.numel()
+    none = executed_params(net, torch.zeros(3, 4, dtype=torch.bool))
+    assert none < full
+    with pytest.raises(LeannetError):
+        net(torch.randn(1, 3, 8, 8), torch.zeros(2, 4, 2))

@@ -1,0 +1,63 @@
+import math
+
+import pytest
+import torch
+
+from leannet.multitask.metrics import (
+    DepthMetric,
+    EdgeMetric,
+    NormalsMetric,
+    SegmentationMetric,
+    delta_m,
+    segmentation_scores,
+)
+
+
+def test_segmentation_scores_hand_computed():
+    # target rows, prediction columns: class 0: 3 right 1 wrong; class 1: 2 right
+    confusion = torch.tensor([[3, 1], [0, 2]])
+    s = segmentation_scores(confusion)
+    assert s["pixel_acc"] == pytest.approx(5 / 6)
+    assert s["miou"] == pytest.approx((3 / 4 + 2 / 3) / 2)
+    m = SegmentationMetric(3)
+    pred = torch.zeros(1, 3, 1, 4)
+    pred[0, 0, 0, :2] = 1
+    pred[0, 1, 0, 2:] = 1
+    m.update(pred, torch.tensor([[[0, 1, 1, -1]]]))
+    assert m.compute()["pixel_acc"] == pytest.approx(2 / 3)
+
+
+def test_depth_metric():
+    m = DepthMetric()
+    m.update(torch.tensor([[[[1.0, 2.0, 5.0]]]]), torch.tensor([[[1.0, 4.0, 0.0]]]))  # last pixel invalid
+    s = m.compute()
+    assert s["abs_err"] == pytest.approx(1.0) and s["rel_err"] == pytest.approx(0.25)
+    assert s["delta1"] == pytest.approx(0.5)
+
+
+def test_normals_metric():
+    m = NormalsMetric()
+    target = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1).expand(1, 3, 1, 3).clone()
+    pred = target.clone()
+    pred[0, :, 0, 1] = torch.tensor([1.0, 0.0, 1.0])   # 45°
+    pred[0, :, 0, 2] = torch.tensor([1.0, 0.0, 0.0])   # 90°
+    m.update(pred * 3, target)  # scale does not matter
+    s = m.compute()
+    assert s["mean_angle"] == pytest.approx(45.0, abs=1e-4) and s["median_angle"] == pytest.approx(45.0, abs=1e-4)
+    assert s["within_11.25"] == pytest.approx(1 / 3) and s["within_30"] == pytest.approx(1 / 3)
+
+
+def test_edge_metric():
+    m = EdgeMetric()
+    m.update(torch.tensor([[[[100.0, -100.0]]]]), torch.tensor([[[1, 1]]]))
+    assert m.compute()["edge_err"] == pytest.approx(0.5)
+
+
+def test_delta_m_signs():
+    base = {"seg": {"miou": 0.5, "pixel_acc": 0.8}, "depth": {"abs_err": 1.0}}
+    better = {"seg": {"miou": 0.55, "pixel_acc": 0.8}, "depth": {"abs_err": 0.9}}
+    dm, per_task = delta_m(better, base)
+    assert per_task["seg"] == pytest.approx(5.0) and per_task["depth"] == pytest.approx(10.0)
+    assert dm == pytest.approx((10 + 0 + 10) / 3)
+    assert delta_m(base, base)[0] == 0
+    assert not math.isnan(dm)
