@@ -4,7 +4,7 @@
 >>> for x, y in loaders.train: ...
 """
 
-from leannet.data import local, sources  # noqa: F401  (registers the datasets)
+from leannet.data import local, scenes, sources  # noqa: F401  (registers the datasets)
 from leannet.data.base import DATASETS, DatasetInfo, Split
 from leannet.data.loaders import Loaders, build_loaders
 from leannet.data.paths import data_root, fetch
