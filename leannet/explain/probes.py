@@ -74,11 +74,15 @@ def label_probe(images: np.ndarray, pixel: dict[str, tuple[np.ndarray, list[str]
     return Probe(images, unique_names(names, cats), cats, (h, w), masks)
 
 
-def scenes_probe(count: int = 2000, seed: int = 12345, size: int = 32, cache_dir: str | Path | None = None) -> Probe:
-    """Procedural scenes as a probe: colours, shapes, textures (pixels) and scene types (images)."""
-    from leannet.data.scenes import COLORS, SCENE_TYPES, SHAPES, TEXTURES, load_scenes
+def scenes_probe(count: int = 2000, seed: int = 12345, size: int = 32, cache_dir: str | Path | None = None,
+                 cache: bool = True) -> Probe:
+    """Procedural scenes as a probe: colours, shapes, textures (pixels) and scene types (images).
 
-    s = load_scenes(count, seed=seed, size=size, cache_dir=cache_dir)
+    Cached in ``cache_dir`` (default: the leannet data folder) unless ``cache`` is False.
+    """
+    from leannet.data.scenes import COLORS, SCENE_TYPES, SHAPES, TEXTURES, load_scenes, make_scenes
+
+    s = load_scenes(count, seed=seed, size=size, cache_dir=cache_dir) if cache else make_scenes(count, seed, size)
     return label_probe(
         s.image,
         {"color": (s.color, list(COLORS)), "shape": (s.shape, list(SHAPES)), "texture": (s.texture, list(TEXTURES))},

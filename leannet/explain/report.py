@@ -45,6 +45,8 @@ def top_images(acts: np.ndarray, unit: int, k: int = 6) -> np.ndarray:
 def _overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
     """HWC uint8 image (resized to the mask) with ``mask`` tinted in ``color`` and the rest dimmed."""
     h, w = mask.shape
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
     img = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
     tint = np.array(color, np.float32)
     out = np.where(mask[..., None], 0.45 * img + 0.55 * tint, 0.55 * img)
@@ -108,9 +110,7 @@ def explain_run(run_dir: str | Path, layer: str, probe: str = "scenes", max_leng
     _, built = load_trained(run_dir, checkpoint)
     info = built.loaders.info
     p = load_probe(probe, count=count, size=info.image_size[0], seed=seed)
-    if p.images.shape[1] != info.in_channels:
-        raise LeannetError(f"the probe images have {p.images.shape[1]} channels but the model takes "
-                           f"{info.in_channels}; use a probe of the model's kind of images")
+    p.images = match_channels(p.images, info.in_channels)
     out_dir = Path(out) if out else Path(run_dir) / "explain" / layer
     d = dissect(built.method.model, layer, p, info.mean, info.std, quantile)
     explanations = d.explain(max_length, beam, length_penalty, candidate_limit)
@@ -122,3 +122,17 @@ def explain_run(run_dir: str | Path, layer: str, probe: str = "scenes", max_leng
             "mean_label_iou": float(np.mean([r["label_iou"] for r in rows])),
             "csv": str(csv_path), "json": str(json_path), "report": str(page)}
 
+
+
+def match_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """Probe images (uint8 N×C×H×W) for a model taking ``channels``: RGB → grey (channel mean) for
+    1-channel models, grey → RGB by repetition; other mismatches are an error."""
+    have = images.shape[1]
+    if have == channels:
+        return images
+    if channels == 1:
+        return np.rint(images.mean(1, keepdims=True)).astype(np.uint8)
+    if have == 1:
+        return np.repeat(images, channels, axis=1)
+    raise LeannetError(f"the probe images have {have} channels but the model takes {channels}; "
+                       "use a probe of the model's kind of images")

@@ -35,7 +35,7 @@ def scene_like_probe():
     from leannet.explain.probes import scenes_probe
 
     try:
-        probe = scenes_probe(count=64, seed=3, size=16)
+        probe = scenes_probe(count=64, seed=3, size=16, cache=False)
     except ImportError:  # scenes generator not available: the same kind of concepts from random layouts
         probe = synthetic_scene_probe(64, 16)
     masks = probe.masks(np.arange(len(probe)))
