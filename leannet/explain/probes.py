@@ -3,7 +3,8 @@
 A :class:`Probe` holds the images and gives the boolean masks of all concepts for any set of images
 (``masks(index) -> C×n×H×W``), so nothing larger than a chunk of masks is ever materialised.
 
-- ``scenes``: leannet's procedural scenes (:mod:`leannet.data.scenes`): colour, shape and texture are
+- ``scenes``: leannet's procedural scenes (:mod:`leannet.data.scenes`): colour, shape, texture, region
+  (wall / floor, derived from the background pixels and depth) and edge (occlusion boundaries) are
   pixel concepts; the scene type is an image-level concept covering its whole image.
 - ``broden:PATH``: a dataset in the Broden format (:mod:`leannet.data.broden`).
 """
@@ -80,12 +81,15 @@ def scenes_probe(count: int = 2000, seed: int = 12345, size: int = 32, cache_dir
 
     Cached in ``cache_dir`` (default: the leannet data folder) unless ``cache`` is False.
     """
-    from leannet.data.scenes import COLORS, SCENE_TYPES, SHAPES, TEXTURES, load_scenes, make_scenes
+    from leannet.data.scenes import COLORS, SCENE_TYPES, SHAPES, TEXTURES, WALL_DEPTH, load_scenes, make_scenes
 
     s = load_scenes(count, seed=seed, size=size, cache_dir=cache_dir) if cache else make_scenes(count, seed, size)
+    background = s.shape < 0  # derived here: wall (at the wall's depth) and floor (nearer) background pixels
+    region = np.where(background, np.where(s.depth >= WALL_DEPTH, 0, 1), -1)
     return label_probe(
         s.image,
-        {"color": (s.color, list(COLORS)), "shape": (s.shape, list(SHAPES)), "texture": (s.texture, list(TEXTURES))},
+        {"color": (s.color, list(COLORS)), "shape": (s.shape, list(SHAPES)), "texture": (s.texture, list(TEXTURES)),
+         "region": (region, ["wall", "floor"]), "edge": (np.where(s.edges, 0, -1), ["edge"])},
         {"scene": (s.scene, list(SCENE_TYPES))},
     )
 
