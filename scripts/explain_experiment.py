@@ -49,6 +49,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=12345, help="probe seed (training used other seeds)")
     p.add_argument("--lengths", type=int, nargs="+", default=[1, 3, 5])
     p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--quantile", type=float, default=0.005, help="top quantile a unit fires on (paper: 0.005)")
     p.add_argument("--report-units", type=int, default=12)
     p.add_argument("--timing-units", type=int, default=4, help="units timed against the reference search")
     p.add_argument("--out", default="results/explain")
@@ -61,14 +62,15 @@ def main() -> None:
     probe = scenes_probe(args.count, args.seed, info.image_size[0])
     probe.images = match_channels(probe.images, info.in_channels)
     start = time.perf_counter()
-    d = dissect(built.method.model, args.layer, probe, info.mean, info.std)
+    d = dissect(built.method.model, args.layer, probe, info.mean, info.std, quantile=args.quantile)
     prepare_s = time.perf_counter() - start
 
     summary: dict = {"run_dir": args.run_dir, "model": config.model.name, "layer": args.layer,
                      "probe": {"name": "scenes", "images": len(probe), "seed": args.seed,
                                "mask_size": list(probe.mask_size), "concepts": len(probe.concepts),
                                "categories": sorted(set(probe.categories))},
-                     "units": len(d.units), "map_size": list(d.acts.shape[2:]), "prepare_s": prepare_s,
+                     "quantile": args.quantile, "units": len(d.units), "map_size": list(d.acts.shape[2:]),
+                     "prepare_s": prepare_s,
                      "by_length": {}}
     all_rows = {}
     for length in args.lengths:
@@ -89,6 +91,7 @@ def main() -> None:
         print(length, json.dumps(summary["by_length"][length]))
     rows1 = all_rows[min(args.lengths)][1]
     summary["interpretable_fraction"] = float(np.mean([r["interpretable"] for r in rows1]))
+    summary["mean_unit_coverage"] = float(np.mean([r["unit_coverage"] for r in rows1]))
     summary["label_categories"] = {c: sum(r["label_category"] == c for r in rows1 if r["interpretable"])
                                    for c in sorted(set(probe.categories))}
     if len(args.lengths) > 1:
@@ -121,8 +124,8 @@ def main() -> None:
                                  "speedup_median": statistics.median(r["ratio"] for r in timing)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(all_rows, out / "iou_by_length.png", f"{config.model.name} {args.layer} on scenes ({len(probe)} images)")
-    ex3, rows3 = all_rows[3 if 3 in all_rows else max(args.lengths)]
-    write_report(d, ex3, rows3, out / "report", max_units=args.report_units,
+    _, rows3 = all_rows[3 if 3 in all_rows else max(args.lengths)]
+    write_report(d, rows3, out / "report", max_units=args.report_units,
                  title=f"{config.model.name} {args.layer}: compositional explanations (max length 3)")
     print(json.dumps({k: v for k, v in summary.items() if k != "by_length"}, indent=2))
 

@@ -18,7 +18,6 @@ from PIL import Image
 from leannet.errors import LeannetError
 from leannet.explain.dissect import Dissection, upsampled_masks
 from leannet.explain.formulas import evaluate, parse_formula
-from leannet.explain.search import Explanation
 
 FIELDS = ["unit", "formula", "iou", "length", "label", "label_iou", "label_category", "interpretable",
           "threshold", "unit_coverage"]
@@ -71,7 +70,7 @@ def unit_grid(d: Dissection, unit: int, formula: str, k: int = 6, scale: int = 2
     return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
 
 
-def write_report(d: Dissection, explanations: list[Explanation], rows: list[dict], out_dir: str | Path,
+def write_report(d: Dissection, rows: list[dict], out_dir: str | Path,
                  top: int = 6, max_units: int | None = None, title: str = "Dissection") -> Path:
     """PNG grid per unit (``units/unit_K.png``) and ``report.html`` listing units by explanation IoU."""
     out = Path(out_dir)
@@ -116,7 +115,7 @@ def explain_run(run_dir: str | Path, layer: str, probe: str = "scenes", max_leng
     explanations = d.explain(max_length, beam, length_penalty, candidate_limit)
     rows = d.rows(explanations)
     csv_path, json_path = write_table(rows, out_dir)
-    page = write_report(d, explanations, rows, out_dir, top, title=f"{Path(run_dir).name}: {layer}")
+    page = write_report(d, rows, out_dir, top, title=f"{Path(run_dir).name}: {layer}")
     return {"units": len(rows), "interpretable": sum(r["interpretable"] for r in rows) / len(rows),
             "mean_iou": float(np.mean([r["iou"] for r in rows])),
             "mean_label_iou": float(np.mean([r["label_iou"] for r in rows])),
