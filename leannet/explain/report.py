@@ -97,9 +97,10 @@ def write_report(d: Dissection, rows: list[dict], out_dir: str | Path,
 def explain_run(run_dir: str | Path, layer: str, probe: str = "scenes", max_length: int = 3, beam: int = 5,
                 count: int = 2000, quantile: float = 0.005, length_penalty: float = 0.0,
                 candidate_limit: int | None = None, checkpoint: str = "last", out: str | Path | None = None,
-                top: int = 6, seed: int = 12345) -> dict:
+                top: int = 6, seed: int = 12345, cache_dir: str | Path | None = None) -> dict:
     """``leannet explain``: dissect ``layer`` of a trained run on a probe and write table + report.
 
+    ``cache_dir``: stream the activations into a ``.npy`` memory map there instead of memory.
     Returns a summary (paths, number of units, fraction interpretable, mean IoU).
     """
     from leannet.explain.dissect import dissect
@@ -111,7 +112,7 @@ def explain_run(run_dir: str | Path, layer: str, probe: str = "scenes", max_leng
     p = load_probe(probe, count=count, size=info.image_size[0], seed=seed)
     p.images = match_channels(p.images, info.in_channels)
     out_dir = Path(out) if out else Path(run_dir) / "explain" / layer
-    d = dissect(built.method.model, layer, p, info.mean, info.std, quantile)
+    d = dissect(built.method.model, layer, p, info.mean, info.std, quantile, cache_dir=cache_dir)
     explanations = d.explain(max_length, beam, length_penalty, candidate_limit)
     rows = d.rows(explanations)
     csv_path, json_path = write_table(rows, out_dir)

@@ -18,7 +18,8 @@ def test_explain_cli_smoke(tiny_recipe, tmp_path, monkeypatch, capsys):
     write_broden(tmp_path / "broden", size=8)
     out = tmp_path / "out"
     assert main(["explain", run_dir, "--layer", "layer3", "--probe", f"broden:{tmp_path / 'broden'}",
-                 "--max-length", "2", "--out", str(out), "--top", "3"]) == 0
+                 "--max-length", "2", "--out", str(out), "--top", "3", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (tmp_path / "cache" / "acts_layer3.npy").is_file()
     summary = json.loads(capsys.readouterr().out)
     assert summary["units"] == len(json.loads((out / "units.json").read_text()))
     header = (out / "units.csv").read_text().splitlines()[0]
