@@ -1,4 +1,4 @@
-"""The `leannet` command line: train, suite, eval, report, repro, data, list.
+"""The `leannet` command line: train, suite, eval, report, repro, explain, data, list.
 
 Every user mistake surfaces as one line `leannet: error: …` and exit code 2.
 """
@@ -82,6 +82,13 @@ def cmd_repro(args: argparse.Namespace) -> None:
     if args.check and stale:
         raise LeannetError(f"{names} out of date with the committed results; run `leannet repro` and commit")
     print(f"wrote {names}" if stale else "REPRODUCTION.md and BENCHMARKS.md are up to date")
+def cmd_explain(args: argparse.Namespace) -> None:
+    from leannet.explain.report import explain_run
+
+    print(json.dumps(explain_run(
+        args.run_dir, args.layer, args.probe, max_length=args.max_length, beam=args.beam, count=args.count,
+        quantile=args.quantile, length_penalty=args.length_penalty, candidate_limit=args.candidate_limit,
+        checkpoint=args.checkpoint, out=args.out, top=args.top, cache_dir=args.cache_dir), indent=2))
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -144,6 +151,24 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--root", default=".", help="repository root holding results/ (default: .)")
     rp.add_argument("--check", action="store_true", help="only check that the files are up to date (exit 2 if not)")
     rp.set_defaults(func=cmd_repro)
+    x = sub.add_parser("explain", help="dissect a layer and explain its units with formulas of concepts",
+                       description="Network Dissection + compositional explanations: per unit a formula "
+                       "(AND/OR/NOT of probe concepts), its IoU, the best single concept; CSV, JSON and an "
+                       "HTML report with the top images, in RUN_DIR/explain/LAYER unless --out.")
+    x.add_argument("run_dir")
+    x.add_argument("--layer", required=True, help="module path of the layer, e.g. layer3 or features.8")
+    x.add_argument("--probe", default="scenes", help="scenes or broden:PATH (a Broden folder)")
+    x.add_argument("--max-length", type=int, default=3, help="maximum formula length (1 = NetDissect)")
+    x.add_argument("--beam", type=int, default=5)
+    x.add_argument("--count", type=int, default=2000, help="number of probe images")
+    x.add_argument("--quantile", type=float, default=0.005, help="top quantile of activations a unit fires on")
+    x.add_argument("--length-penalty", type=float, default=0.0, help="score = IoU - penalty * (length - 1)")
+    x.add_argument("--candidate-limit", type=int, help="extend formulas only with the K best single concepts")
+    x.add_argument("--checkpoint", choices=["last", "best"], default="last")
+    x.add_argument("--top", type=int, default=6, help="images per unit in the report")
+    x.add_argument("--out", help="output folder (default RUN_DIR/explain/LAYER)")
+    x.add_argument("--cache-dir", help="stream activations into a .npy memory map here (for probes too big for memory)")
+    x.set_defaults(func=cmd_explain)
 
     d = sub.add_parser("data", help="dataset utilities")
     dsub = d.add_subparsers(dest="action", required=True, metavar="ACTION")
