@@ -202,20 +202,23 @@ def plot_noise(noise: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for variant, style in (("baseline", "k--o"), ("byot", "C0-s")):
         per_seed = noise.get(variant, {})
         if not per_seed:
             continue
         sigmas = [r["sigma"] for r in next(iter(per_seed.values()))]
-        accs = torch.tensor([[r["acc_mean"] for r in rows] for rows in per_seed.values()])
-        mean, std = accs.mean(0), accs.std(0) if accs.shape[0] > 1 else torch.zeros(accs.shape[1])
-        ax.errorbar(sigmas, 100 * mean, yerr=100 * std, fmt=style, capsize=3, label=f"{variant} (deepest classifier)")
-    ax.set_xlabel("relative weight-noise scale σ (w + σ·std(w)·ε)")
-    ax.set_ylabel("test accuracy %")
-    ax.set_title("Flatness: accuracy under Gaussian weight noise")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        accs = 100 * torch.tensor([[r["acc_mean"] for r in rows] for rows in per_seed.values()])
+        for ax, values in ((axes[0], accs), (axes[1], accs - accs[:, :1])):
+            std = values.std(0) if values.shape[0] > 1 else torch.zeros(values.shape[1])
+            ax.errorbar(sigmas, values.mean(0), yerr=std, fmt=style, capsize=3,
+                        label=f"{variant} (deepest classifier, {values.shape[0]} seeds)")
+    for ax, label in ((axes[0], "test accuracy %"), (axes[1], "accuracy change from σ = 0 (points)")):
+        ax.set_xlabel("relative weight-noise scale σ (w + σ·std(w)·ε)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Flatness: accuracy under Gaussian weight noise (mean ± std over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
