@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -116,7 +117,7 @@ def weight_noise(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, sigma
     """Accuracy of `model` with w + σ·std(w)·ε on every ≥2-D weight (BN statistics and vectors kept)."""
     rows = []
     for sigma in sigmas:
-        accs = []
+        accs, losses = [], []
         for d in range(draws if sigma > 0 else 1):
             gen = torch.Generator().manual_seed(1000 * d + 7)
             noisy = copy.deepcopy(model).eval()
@@ -125,9 +126,11 @@ def weight_noise(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, sigma
                     p.add_(sigma * p.std() * torch.randn(p.shape, generator=gen).to(p.dtype).reshape(p.shape))
             if channels_last:
                 noisy = noisy.to(memory_format=torch.channels_last)
-            preds = torch.cat([noisy(x[i:i + 500]).argmax(1) for i in range(0, len(x), 500)])
-            accs.append((preds == y).float().mean().item())
-        rows.append({"sigma": sigma, "acc_mean": statistics.fmean(accs), "accs": accs})
+            logits = torch.cat([noisy(x[i:i + 500]) for i in range(0, len(x), 500)])
+            accs.append((logits.argmax(1) == y).float().mean().item())
+            losses.append(torch.nn.functional.cross_entropy(logits.float(), y).item())
+        rows.append({"sigma": sigma, "acc_mean": statistics.fmean(accs), "accs": accs,
+                     "loss_mean": statistics.fmean(losses), "losses": losses})
     return rows
 
 
@@ -145,10 +148,11 @@ def paired_timing(rounds: int, batches: int) -> dict:
         if i + 1 == batches:
             break
     seconds: dict[str, list[float]] = {"baseline": [], "byot": []}
+    cpu: dict[str, list[float]] = {"baseline": [], "byot": []}  # process CPU time: robust to other jobs' load
     for r in range(rounds + 1):  # round 0 is a warm-up
         for name in (("baseline", "byot") if r % 2 == 0 else ("byot", "baseline")):
             method, opt, _ = methods[name]
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for x, y in batches_list:
                 loss = method((x, y))["loss"]
                 opt.zero_grad(set_to_none=True)
@@ -156,10 +160,15 @@ def paired_timing(rounds: int, batches: int) -> dict:
                 opt.step()
             if r:
                 seconds[name].append((time.perf_counter() - start) / len(batches_list))
+                cpu[name].append((time.process_time() - start_cpu) / len(batches_list))
     ratios = [b / a for a, b in zip(seconds["baseline"], seconds["byot"], strict=True)]
+    cpu_ratios = [b / a for a, b in zip(cpu["baseline"], cpu["byot"], strict=True)]
     return {"rounds": rounds, "batches_per_round": len(batches_list), "batch_size": batches_list[0][1].shape[0],
             "seconds_per_batch": seconds, "ratios": ratios, "median_ratio": statistics.median(ratios),
-            "min_ratio": min(ratios), "max_ratio": max(ratios), "torch_threads": torch.get_num_threads()}
+            "min_ratio": min(ratios), "max_ratio": max(ratios),
+            "cpu_seconds_per_batch": cpu, "cpu_ratios": cpu_ratios, "median_cpu_ratio": statistics.median(cpu_ratios),
+            "min_cpu_ratio": min(cpu_ratios), "max_cpu_ratio": max(cpu_ratios),
+            "torch_threads": torch.get_num_threads(), "load_average": list(os.getloadavg())}
 
 
 def _ce_config(recipe: Path):  # noqa: ANN202
@@ -243,8 +252,10 @@ def main() -> None:
     if args.time or args.time_only:
         timing = paired_timing(args.rounds, args.batches)
         (out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
-        print(f"training time per batch BYOT / baseline: median {timing['median_ratio']:.3f} "
-              f"(range {timing['min_ratio']:.3f}–{timing['max_ratio']:.3f}, {args.rounds} paired rounds)")
+        print(f"training time per batch BYOT / baseline: wall median {timing['median_ratio']:.3f} "
+              f"(range {timing['min_ratio']:.3f}–{timing['max_ratio']:.3f}), CPU time median "
+              f"{timing['median_cpu_ratio']:.3f} (range {timing['min_cpu_ratio']:.3f}–{timing['max_cpu_ratio']:.3f}), "
+              f"{args.rounds} paired rounds, load average {timing['load_average'][0]:.1f}")
         if args.time_only:
             return
 

@@ -15,6 +15,7 @@ it learns from the labels only. `target` swaps the per-classifier CE for LSR or 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -191,7 +192,7 @@ class SelfDistillation(nn.Module):
     def _attach(self) -> None:
         *exits, head = self._hooked
         for k, module in enumerate(exits):
-            self._handles.append(module.register_forward_hook(self._exit_hook(k)))
+            self._handles.append(module.register_forward_hook(functools.partial(self._exit_hook, k)))
         self._handles.append(head.register_forward_pre_hook(self._head_hook))
 
     def _detach(self) -> None:
@@ -199,13 +200,12 @@ class SelfDistillation(nn.Module):
             handle.remove()
         self._handles = []
 
-    def _exit_hook(self, k: int) -> Callable:
-        def hook(module: nn.Module, inputs: tuple, output: object) -> None:
-            if self._stop_at == k:
-                raise _Stop(_first_tensor(output))
-            if self._capture is not None:
-                self._capture[self.exit_names[k]] = _first_tensor(output)
-        return hook
+    def _exit_hook(self, k: int, module: nn.Module, inputs: tuple, output: object) -> None:
+        # a partial of a bound method (not a closure), so that copy.deepcopy re-binds it to the copy
+        if self._stop_at == k:
+            raise _Stop(_first_tensor(output))
+        if self._capture is not None:
+            self._capture[self.exit_names[k]] = _first_tensor(output)
 
     def _head_hook(self, module: nn.Module, inputs: tuple) -> None:
         if self._capture is not None:

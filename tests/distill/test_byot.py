@@ -128,6 +128,19 @@ def test_export_round_trip(tmp_path):
     assert len(net._handles) == 3  # the wrapper keeps its hooks
 
 
+def test_a_deep_copy_is_independent():
+    import copy
+
+    net = SelfDistillation(resnet8()).eval()
+    twin = copy.deepcopy(net)
+    with torch.no_grad():
+        twin.model.fc.bias.add_(1.0)
+    x = torch.randn(2, 1, 16, 16)
+    out, twin_out = net(x), twin(x)
+    torch.testing.assert_close(twin_out.logits, out.logits + 1.0)
+    torch.testing.assert_close(twin.exit_at(1)(x), twin_out.exit_logits[0])
+
+
 def test_torchvision_resnet_defaults_and_bad_paths():
     torch.manual_seed(0)
     model = build_model("tv:resnet18", num_classes=4, in_channels=1).eval()
