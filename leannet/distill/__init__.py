@@ -3,11 +3,22 @@
 >>> from leannet.distill import kd_loss, label_smoothing_loss, tfkd_reg_loss
 >>> loss = (1 - alpha) * F.cross_entropy(z, y) + alpha * kd_loss(z, teacher_logits, temperature=4.0)
 
-Recipe methods: `kd`, `tfkd_self`, `tfkd_reg` (`leannet.distill.teacher`) and `lsr`. Inside leannet,
+Recipe methods: `kd`, `tfkd_self`, `tfkd_reg` (`leannet.distill.teacher`), `lsr`, and `byot`
+(`leannet.distill.byot`, Be Your Own Teacher: `SelfDistillation(model, exits=[...])`). Inside leannet,
 import from the submodules (`leannet.distill.losses`), never from this package: `leannet.train`
 imports them while this package may still be initializing.
 """
 
+from leannet.distill.byot import (
+    BYOT,
+    SelfDistillation,
+    SelfDistillationOutput,
+    byot_loss,
+    count_macs,
+    dynamic_exit,
+    dynamic_exit_curve,
+    hint_loss,
+)
 from leannet.distill.losses import (
     batch_kl,
     kd_loss,
@@ -20,6 +31,14 @@ from leannet.distill.losses import (
 from leannet.distill.teacher import FrozenTeacher, KnowledgeDistillation, TfKDReg, TfKDSelf, resolve_teacher
 
 __all__ = [
+    "BYOT",
+    "SelfDistillation",
+    "SelfDistillationOutput",
+    "byot_loss",
+    "count_macs",
+    "dynamic_exit",
+    "dynamic_exit_curve",
+    "hint_loss",
     "FrozenTeacher",
     "KnowledgeDistillation",
     "TfKDReg",

@@ -50,6 +50,9 @@ def aggregate(run_dirs: Iterable[Path]) -> list[dict[str, Any]]:
             values = [r[key] for r in runs if r.get(key) is not None]
             if values:
                 row[key] = mean_std(values)
+        named = [k for k in runs[0] if k.startswith("test_acc_") and k != "test_acc_at_best_val"]
+        row["outputs"] = {k.removeprefix("test_acc_"): mean_std([r[k] for r in runs if r.get(k) is not None])
+                          for k in named if any(r.get(k) is not None for r in runs)}
         row["params"] = runs[0].get("params")
         row["trainable_params"] = runs[0].get("trainable_params")
         row["epochs"] = runs[0].get("epochs")
@@ -79,6 +82,16 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def outputs_table(rows: list[dict[str, Any]]) -> str:
+    """Final test accuracy of every named output (`Method.eval_logits`, e.g. BYOT exits and ensemble); "" if none."""
+    lines = [
+        f"| {row['name']} | {name} | {_pct(value)} |" for row in rows for name, value in row.get("outputs", {}).items()
+    ]
+    if not lines:
+        return ""
+    return "\n".join(["| run | output | test acc % (final) |", "|---|---|---|", *lines])
+
+
 def report(paths: Iterable[str | Path], out: str | Path | None = None, title: str = "Results") -> str:
     """Aggregate runs into `report.md` and `curves.png` in `out` (default: the first path)."""
     from leannet.report.plots import plot_curves
@@ -91,7 +104,11 @@ def report(paths: Iterable[str | Path], out: str | Path | None = None, title: st
     text = (
         f"# {title}\n\nMean ± sample std over seeds. 'final' is the model after the last epoch; "
         "'best-val ckpt' is the checkpoint with the best validation accuracy.\n\n"
-        f"{markdown_table(rows)}\n\n![learning curves]({plot.name})\n"
+        f"{markdown_table(rows)}\n\n"
     )
+    named = outputs_table(rows)
+    if named:
+        text += f"Every output of methods with several classifiers (e.g. BYOT's exits and ensemble):\n\n{named}\n\n"
+    text += f"![learning curves]({plot.name})\n"
     (out / "report.md").write_text(text)
     return text

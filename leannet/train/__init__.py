@@ -1,5 +1,6 @@
 """Training: the method registry, the Lightning module, and running recipes into run directories."""
 
+import leannet.distill.byot  # noqa: F401  (registers the method byot)
 import leannet.distill.teacher  # noqa: F401  (registers the methods kd, tfkd_self, tfkd_reg)
 from leannet.train.methods import METHODS, Method, build_method, register_method
 from leannet.train.module import LeanModule, NonFiniteLossError

@@ -42,6 +42,11 @@ class Method(nn.Module):
     def predict(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+    def eval_logits(self, x: Tensor) -> dict[str, Tensor]:
+        """Every output evaluated: name -> logits. "" is `predict(x)` (logged as `acc`); a method with
+        several classifiers adds named ones (logged as `acc_<name>`, e.g. BYOT's exits and ensemble)."""
+        return {"": self.predict(x)}
+
     @classmethod
     def prepare(cls, config: Any, run_dir: Any) -> Any:
         """Prerequisite stages before `run_dir` is trained (e.g. train a teacher); returns the config to train.

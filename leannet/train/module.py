@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from typing import Any
 
@@ -24,7 +25,8 @@ class NonFiniteLossError(LeannetError):
 class LeanModule(L.LightningModule):
     """Calls `method(batch)`, backpropagates its `loss`, logs every other scalar it returns.
 
-    Evaluation uses `method.predict(x)` with top-1 (and top-5 when there are more than 10 classes).
+    Evaluation uses `method.eval_logits(x)`: top-1 (and top-5 when there are more than 10 classes) of
+    `predict(x)` as `acc`, and of every other named output as `acc_<name>` (`top5_<name>`).
     """
 
     def __init__(
@@ -71,14 +73,30 @@ class LeanModule(L.LightningModule):
                 self.log(f"train/{key}", value.detach(), on_step=False, on_epoch=True, batch_size=n)
         return loss
 
+    def _metric(self, stage: str, kind: str, name: str, device: torch.device) -> MulticlassAccuracy | None:
+        """The accuracy metric of one named output (created on first use for outputs other than "")."""
+        key = f"{stage}_{kind}" + (f"_{name}" if name else "")
+        if key not in self.eval_acc:
+            if f"{stage}_{kind}" not in self.eval_acc:
+                return None
+            self.eval_acc[key] = copy.deepcopy(self.eval_acc[f"{stage}_{kind}"]).to(device)
+            self.eval_acc[key].reset()
+        return self.eval_acc[key]
+
     def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
         x, y = self._prepare(batch)
-        logits = self.method.predict(x)
-        self.log(f"{stage}/loss", F.cross_entropy(logits.float(), y), on_epoch=True, batch_size=y.shape[0])
-        for name, metric in self.eval_acc.items():
-            if name.startswith(stage):
-                metric.update(logits, y)
-                self.log(f"{stage}/{name.split('_', 1)[1]}", metric, on_epoch=True)
+        outputs = self.method.eval_logits(x)
+        if "" not in outputs:
+            raise LeannetError(f"{type(self.method).__name__}.eval_logits must return the predict() logits under ''")
+        self.log(f"{stage}/loss", F.cross_entropy(outputs[""].float(), y), on_epoch=True, batch_size=y.shape[0])
+        for name, logits in outputs.items():
+            suffix = f"_{name}" if name else ""
+            for kind in ("acc", "top5"):
+                metric = self._metric(stage, kind, name, logits.device)
+                if metric is not None:
+                    metric.update(logits, y)
+                    key = f"{stage}_{kind}{suffix}"  # named: metrics added after Lightning cached its metric names
+                    self.log(f"{stage}/{kind}{suffix}", metric, on_epoch=True, metric_attribute=f"eval_acc.{key}")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)

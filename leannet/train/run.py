@@ -274,6 +274,9 @@ def summarize(config, run_dir, method, final, best, train_seconds, trainer) -> d
     }
     if "top5" in final:
         results["test_top5"] = final["top5"]
+    for key, value in final.items():  # named outputs of Method.eval_logits (e.g. acc_exit1, acc_ensemble)
+        if key.startswith(("acc_", "top5_")):
+            results[f"test_{key}"] = value
     return results
 
 

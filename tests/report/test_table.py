@@ -40,3 +40,18 @@ def test_no_runs_is_an_error(tmp_path):
     (bad / "results.json").write_text("{not json")
     with pytest.raises(LeannetError, match="cannot read .*results.json"):
         aggregate(find_runs([tmp_path]))
+
+
+def test_named_outputs_table(tmp_path):
+    from leannet.report.table import outputs_table
+
+    for seed, (exit1, ens) in enumerate([(0.5, 0.8), (0.7, 0.9)]):
+        run_dir = fake_run(tmp_path, "byot", seed, 0.85, 0.85)
+        results = json.loads((run_dir / "results.json").read_text())
+        results |= {"test_acc_exit1": exit1, "test_acc_ensemble": ens}
+        (run_dir / "results.json").write_text(json.dumps(results))
+    fake_run(tmp_path, "ce", 0, 0.90, 0.91)
+    rows = aggregate(find_runs([tmp_path]))
+    table = outputs_table(rows)
+    assert "| byot | exit1 | 60.00 ± 14.14 |" in table and "| byot | ensemble | 85.00 ± 7.07 |" in table
+    assert "| ce |" not in table and outputs_table([r for r in rows if r["name"] == "ce"]) == ""
