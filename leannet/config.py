@@ -29,6 +29,7 @@ class DataConfig:
     augment: str = "crop_flip"
     loader: str = "tensor"
     num_workers: int = 0
+    args: dict[str, Any] = field(default_factory=dict)  # dataset options, e.g. imagefolder's image_size
 
 
 @dataclass

@@ -211,7 +211,7 @@ def train_generations(
                     slim_loaders = build_loaders(
                         d.name, root=d.root, batch_size=d.batch_size, eval_batch_size=d.eval_batch_size,
                         val_size=d.val_size, few_shot=d.few_shot, augment=d.augment, loader=d.loader,
-                        num_workers=d.num_workers, seed=config.seed,
+                        num_workers=d.num_workers, seed=config.seed, **OmegaConf.to_container(d.args),
                     )
                 _write_json(slim_path, evaluate_slim(config, run_dir, k, slim_loaders))
             row |= json.loads(slim_path.read_text())

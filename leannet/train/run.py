@@ -119,7 +119,7 @@ def build(config: DictConfig) -> Built:
     loaders = build_loaders(
         data.name, root=data.root, batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
         val_size=data.val_size, few_shot=data.few_shot, augment=data.augment, loader=data.loader,
-        num_workers=data.num_workers, seed=config.seed,
+        num_workers=data.num_workers, seed=config.seed, **to_dict(data.args),
     )
     info = loaders.info
     model = build_model(

@@ -11,6 +11,7 @@ from leannet.errors import LeannetError
 from leannet.evolve import get_masks
 from leannet.train import resume, train
 from leannet.train.callbacks import safe_torch_load
+from leannet.train.run import load_trained
 
 EVOLVE = ["evolve.generations=2", "trainer.max_epochs=1"]
 
@@ -54,6 +55,10 @@ def test_two_generations_with_label_smoothing_and_rbn(tiny_recipe, tmp_path):
         assert torch.equal(gen1[key], mask) and torch.equal(gen2[key], mask)
     # norm layers are never reset: RBN's calibration parameters carried over and trained on
     assert not torch.equal(gen1["method.model.stem.1.center_weight"], torch.zeros(4))
+    # the top-level last.ckpt is the final dense model, loadable like any run's (leannet eval)
+    _, built = load_trained(run)
+    final = {k: v for k, v in gen2.items() if "ke_mask_" not in k}
+    assert all(torch.equal(v, final[k]) for k, v in built.module.state_dict().items())
 
 
 class CaptureStart(L.Callback):
@@ -71,8 +76,8 @@ class CaptureStart(L.Callback):
 
 def test_generation_two_starts_from_generation_one_with_the_reset_part_redrawn(tiny_recipe, tmp_path):
     capture = CaptureStart()
-    train(tiny_recipe(*EVOLVE, "evolve.split=wels", "trainer.max_epochs=1"), run_dir=tmp_path / "w",
-          callbacks=[capture])
+    config = tiny_recipe(*EVOLVE, "evolve.split=wels", "method.name=tfkd_reg", "evolve.reinit=kaiming_normal")
+    train(config, run_dir=tmp_path / "w", callbacks=[capture])
     gen1 = {k[len("method.model."):]: v for k, v in _state(tmp_path / "w/gen1/checkpoints/last.ckpt").items()}
     for name, value in capture.start.items():
         mask = capture.masks.get(name)
