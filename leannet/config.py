@@ -29,6 +29,7 @@ class DataConfig:
     augment: str = "crop_flip"
     loader: str = "tensor"
     num_workers: int = 0
+    args: dict[str, Any] = field(default_factory=dict)  # dataset options, e.g. imagefolder's image_size
 
 
 @dataclass
@@ -90,6 +91,17 @@ class FreezeConfig:
 
 
 @dataclass
+class EvolveConfig:
+    """Knowledge Evolution (leannet.evolve): train `generations` times, re-initialising the reset part."""
+
+    generations: int = 1  # 1 = off (a normal run)
+    split: str = "kels"  # kels (kernel level, gives the slim network) | wels (weight level, random)
+    rate: float = 0.5  # split rate sr: fraction of each layer in the fit hypothesis
+    reinit: str = "kaiming_uniform"  # kaiming_uniform (official code) | kaiming_normal (leannet's init)
+    slim_eval: bool = True  # KELS: also test the slim network after every generation
+
+
+@dataclass
 class Recipe:
     name: str = "run"
     seed: int = 0
@@ -101,6 +113,7 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    evolve: EvolveConfig = field(default_factory=EvolveConfig)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

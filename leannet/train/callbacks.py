@@ -77,7 +77,8 @@ class EpochMonitor(L.Callback):
         self.print_lines = print_lines
         self.rows: list[dict[str, float]] = []
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # not on_fit_start: a resumed run's epoch counter is restored only after that hook
         if self.csv_path and self.csv_path.is_file():
             self.rows = [r for r in read_metrics(self.csv_path) if r["epoch"] < trainer.current_epoch]
 

@@ -119,7 +119,7 @@ def build(config: DictConfig) -> Built:
     loaders = build_loaders(
         data.name, root=data.root, batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
         val_size=data.val_size, few_shot=data.few_shot, augment=data.augment, loader=data.loader,
-        num_workers=data.num_workers, seed=config.seed,
+        num_workers=data.num_workers, seed=config.seed, **to_dict(data.args),
     )
     info = loaders.info
     model = build_model(
@@ -193,13 +193,18 @@ def train(
         torch.set_num_threads(config.trainer.threads)
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
     last = run_dir / "checkpoints" / "last.ckpt"
-    if resume and not last.is_file():
+    evolving = OmegaConf.select(config, "evolve.generations", default=1) > 1  # Knowledge Evolution
+    if resume and not evolving and not last.is_file():
         raise LeannetError(f"nothing to resume in {run_dir}: {last} is missing; start a new run instead")
     previous = os.environ.get(RUN_DIR_ENV)
     if previous is None:  # a nested stage (Method.prepare) keeps the outer run's folder for DDP children
         os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
         config = METHODS.get(config.method.name).prepare(config, run_dir)
+        if evolving:  # one ordinary run per generation, in run_dir/gen{k} (leannet.evolve)
+            from leannet.evolve.generations import train_generations
+
+            return train_generations(config, run_dir, resume, list(callbacks), _train)
         return _train(config, run_dir, resume, list(callbacks))
     finally:
         if previous is None:
