@@ -42,6 +42,9 @@ class Method(nn.Module):
     def predict(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+    def after_step(self) -> None:
+        """Called after every optimizer step (e.g. to clamp weights); the default does nothing."""
+
     @classmethod
     def prepare(cls, config: Any, run_dir: Any) -> Any:
         """Prerequisite stages before `run_dir` is trained (e.g. train a teacher); returns the config to train.
