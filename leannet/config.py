@@ -76,6 +76,7 @@ class TrainerConfig:
     tensorboard: bool = False
     progress: str = "auto"
     limit_train_batches: float | None = None
+    gradient_clip_val: float | None = None  # clip the gradient norm (Lightning's gradient_clip_val)
     save_epochs: list[int] = field(default_factory=list)  # also keep checkpoints/epoch{N}.ckpt (e.g. De-KD)
 
 

@@ -47,6 +47,9 @@ class Method(nn.Module):
         several classifiers adds named ones (logged as `acc_<name>`, e.g. BYOT's exits and ensemble)."""
         return {"": self.predict(x)}
 
+    def after_step(self) -> None:
+        """Called after every optimizer step (e.g. to clamp weights); the default does nothing."""
+
     @classmethod
     def prepare(cls, config: Any, run_dir: Any) -> Any:
         """Prerequisite stages before `run_dir` is trained (e.g. train a teacher); returns the config to train.

@@ -104,6 +104,11 @@ class LeanModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Lightning's optimizer step, then the method's `after_step` hook."""
+        super().optimizer_step(*args, **kwargs)
+        self.method.after_step()
+
     def configure_optimizers(self) -> dict[str, Any]:
         opt = build_optimizer(self.method, self.optim_cfg)
         epochs = self.trainer.max_epochs

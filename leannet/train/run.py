@@ -167,6 +167,7 @@ def make_trainer(config: DictConfig, run_dir: Path, callbacks: list[L.Callback] 
         plugins=[AtomicCheckpointIO()], enable_progress_bar=show_bar, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=batch_limit(t.limit_train_batches), default_root_dir=run_dir,
+        gradient_clip_val=t.gradient_clip_val,
     )
 
 
