@@ -163,6 +163,7 @@ class Dissection:
     thresholds: np.ndarray
     units: np.ndarray          # K×W packed unit masks
     concepts: ConceptBits
+    quantile: float = 0.005
 
     def explain(self, max_length: int = 3, beam: int = 5, length_penalty: float = 0.0,
                 candidate_limit: int | None = None, units: list[int] | None = None) -> list[Explanation]:
@@ -193,4 +194,4 @@ def dissect(model: nn.Module, layer: str, probe: Probe, mean: tuple[float, ...],
     acts = collect_activations(model, layer, probe.images, mean, std, batch_size, cache)
     thresholds = unit_thresholds(acts, quantile)
     return Dissection(layer, probe, acts, thresholds, unit_bits(acts, thresholds, probe.mask_size),
-                      concept_bits(probe))
+                      concept_bits(probe), quantile)

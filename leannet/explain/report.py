@@ -81,7 +81,8 @@ def write_report(d: Dissection, rows: list[dict], out_dir: str | Path,
              f"<h1>{html.escape(title)}</h1>",
              f"<p>layer <code>{html.escape(d.layer)}</code>, {len(d.probe)} probe images, "
              f"{len(d.probe.concepts)} concepts; {interpretable}/{len(rows)} units interpretable "
-             f"(label IoU ≥ 0.04). Red: unit mask (activation &gt; top-0.5% threshold); blue: formula mask.</p>"]
+             f"(label IoU ≥ 0.04). Red: unit mask (activation &gt; the unit's top-{100 * d.quantile:g}% "
+             "threshold); blue: formula mask.</p>"]
     for i in order:
         r = rows[i]
         png = f"units/unit_{r['unit']}.png"

@@ -40,7 +40,7 @@ from leannet.errors import LeannetError
 from leannet.explain.formulas import And, Concept, Formula, Neighbors, Not, Or
 
 OPS = ("OR", "AND", "AND NOT")
-_CHUNK = 1 << 14  # words gathered per popcount chunk (16k words × C concepts)
+_CHUNK_WORDS = 1 << 21  # words gathered per popcount chunk, over all concepts (16 MiB)
 
 
 def pack_bits(masks: np.ndarray) -> np.ndarray:
@@ -99,8 +99,9 @@ class ConceptBits:
         """``|mask ∧ c|`` for every concept c (int64[C]), counted on the nonzero words of ``mask``."""
         nz = np.flatnonzero(mask)
         out = np.zeros(len(self), np.int64)
-        for s in range(0, len(nz), _CHUNK):
-            idx = nz[s : s + _CHUNK]
+        step = max(1, _CHUNK_WORDS // len(self))
+        for s in range(0, len(nz), step):
+            idx = nz[s : s + step]
             out += np.bitwise_count(self.cols[idx] & mask[idx, None]).sum(0, dtype=np.int64)
         return out
 
