@@ -9,6 +9,7 @@ import torch
 from leannet.config import load_recipe
 from leannet.errors import LeannetError
 from leannet.evolve import get_masks
+from leannet.models import build_model
 from leannet.train import resume, train
 from leannet.train.callbacks import safe_torch_load
 from leannet.train.run import load_trained
@@ -55,6 +56,9 @@ def test_two_generations_with_label_smoothing_and_rbn(tiny_recipe, tmp_path):
         assert torch.equal(gen1[key], mask) and torch.equal(gen2[key], mask)
     # norm layers are never reset: RBN's calibration parameters carried over and trained on
     assert not torch.equal(gen1["method.model.stem.1.center_weight"], torch.zeros(4))
+    # the slim network loads into the narrower leannet model (width 0.5 × sr 0.5)
+    small = build_model("resnet8", num_classes=10, in_channels=1, norm="rbn", width=0.25)
+    small.load_state_dict(safe_torch_load(run / "gen2/slim.ckpt")["state_dict"])
     # the top-level last.ckpt is the final dense model, loadable like any run's (leannet eval)
     _, built = load_trained(run)
     final = {k: v for k, v in gen2.items() if "ke_mask_" not in k}

@@ -23,7 +23,7 @@ def test_recipe_loads_with_name_from_file_and_overrides():
         ("optim.lrr=1", "unknown config key 'optim.lrr'.*valid keys under 'optim': .*lr"),
         ("optim.lr=abc", "bad value for 'optim.lr'.*abc"),
         ("trainer.max_epochs=1.5", "bad value for 'trainer.max_epochs'"),
-        ("nonsense=1", "unknown config key 'nonsense'.*valid keys: data, freeze, method"),
+        ("nonsense=1", "unknown config key 'nonsense'.*valid keys: data, evolve, freeze, method"),
         ("no_equals_sign", "not key=value"),
     ],
 )
