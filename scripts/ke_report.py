@@ -48,21 +48,25 @@ def summarise(suite_dir: Path) -> dict:
     return variants
 
 
+def _pct(value: list[float] | None) -> str:
+    return "–" if value is None else f"{100 * value[0]:.2f} ± {100 * value[1]:.2f}"
+
+
 def table(name: str, variants: dict) -> str:
-    lines = [f"### {name}", "", "| variant | seeds | epochs so far | generation | dense test acc % | slim test acc % |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"### {name}", "", "| variant | seeds | epochs so far | generation | dense test acc % | slim test acc % "
+             "| slim, BN re-estimated % |", "|---|---|---|---|---|---|---|"]
     for variant, e in variants.items():
         dense = e.get("per_generation_test_acc")
         if dense:
             slim = e.get("per_generation_slim_test_acc") or [None] * len(dense)
-            for k, (d, s) in enumerate(zip(dense, slim, strict=True), 1):
-                slim_txt = f"{100 * s[0]:.2f} ± {100 * s[1]:.2f}" if s else "–"
+            recal = e.get("per_generation_slim_bn_recal_test_acc") or [None] * len(dense)
+            for k, (d, s, r) in enumerate(zip(dense, slim, recal, strict=True), 1):
                 lines.append(f"| {variant} | {len(e['seeds'])} | {k * e['epochs'] // len(dense)} | {k} | "
-                             f"{100 * d[0]:.2f} ± {100 * d[1]:.2f} | {slim_txt} |")
+                             f"{_pct(d)} | {_pct(s)} | {_pct(r)} |")
         else:
             m, s = e["final_test_acc"]
             lines.append(f"| {variant} | {len(e['seeds'])} | {e['epochs']} | (one run) | "
-                         f"{100 * m:.2f} ± {100 * s:.2f} | – |")
+                         f"{100 * m:.2f} ± {100 * s:.2f} | – | – |")
     return "\n".join(lines) + "\n"
 
 
