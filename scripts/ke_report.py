@@ -48,22 +48,41 @@ def summarise(suite_dir: Path) -> dict:
     return variants
 
 
+def _pct(value: list[float] | None) -> str:
+    return "–" if value is None else f"{100 * value[0]:.2f} ± {100 * value[1]:.2f}"
+
+
 def table(name: str, variants: dict) -> str:
-    lines = [f"### {name}", "", "| variant | seeds | epochs | generation | dense test acc | slim test acc |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"### {name}", "", "| variant | seeds | epochs so far | generation | dense test acc % | slim test acc % "
+             "| slim, BN re-estimated % |", "|---|---|---|---|---|---|---|"]
     for variant, e in variants.items():
         dense = e.get("per_generation_test_acc")
         if dense:
             slim = e.get("per_generation_slim_test_acc") or [None] * len(dense)
-            for k, (d, s) in enumerate(zip(dense, slim, strict=True), 1):
-                slim_txt = f"{100 * s[0]:.2f} ± {100 * s[1]:.2f}" if s else "–"
-                lines.append(f"| {variant} | {len(e['seeds'])} | {e['epochs']} | {k} | "
-                             f"{100 * d[0]:.2f} ± {100 * d[1]:.2f} | {slim_txt} |")
+            recal = e.get("per_generation_slim_bn_recal_test_acc") or [None] * len(dense)
+            for k, (d, s, r) in enumerate(zip(dense, slim, recal, strict=True), 1):
+                lines.append(f"| {variant} | {len(e['seeds'])} | {k * e['epochs'] // len(dense)} | {k} | "
+                             f"{_pct(d)} | {_pct(s)} | {_pct(r)} |")
         else:
             m, s = e["final_test_acc"]
             lines.append(f"| {variant} | {len(e['seeds'])} | {e['epochs']} | (one run) | "
-                         f"{100 * m:.2f} ± {100 * s:.2f} | – |")
+                         f"{100 * m:.2f} ± {100 * s:.2f} | – | – |")
     return "\n".join(lines) + "\n"
+
+
+def add_recal(summaries: dict[str, dict], recal_path: Path) -> None:
+    """Attach scripts/ke_slim_bn.py's slim accuracies with re-estimated BN statistics to the `ke` entries."""
+    rows = json.loads(recal_path.read_text())
+    for suite, variants in summaries.items():
+        for variant, e in variants.items():
+            mine = [r for r in rows if Path(r["run"]).parts[-3:-1] == (suite, variant)]
+            if not mine:
+                continue
+            count = max(r["generation"] for r in mine)
+            e["per_generation_slim_bn_recal_test_acc"] = [
+                mean_std([r["slim_test_acc_bn_recal"] for r in mine if r["generation"] == k])
+                for k in range(1, count + 1)
+            ]
 
 
 def plot(summaries: dict[str, dict], path: Path) -> None:
@@ -71,7 +90,8 @@ def plot(summaries: dict[str, dict], path: Path) -> None:
     for ax, (name, variants) in zip(axes[0], summaries.items(), strict=True):
         for variant, e in variants.items():
             for key, style, label in (("per_generation_test_acc", "-o", "dense"),
-                                      ("per_generation_slim_test_acc", "--s", "slim")):
+                                      ("per_generation_slim_test_acc", "--s", "slim"),
+                                      ("per_generation_slim_bn_recal_test_acc", ":^", "slim, BN re-estimated")):
                 series = e.get(key)
                 if series:
                     x = range(1, len(series) + 1)
@@ -83,7 +103,8 @@ def plot(summaries: dict[str, dict], path: Path) -> None:
                 ax.axhline(m, color="k", linestyle=":", label=f"{variant} ({e['epochs']} epochs in one go)")
                 ax.axhspan(m - s, m + s, color="k", alpha=0.08)
         ax.set_title(name)
-        ax.set_xlabel("generation")
+        ax.set_xlabel("generation (8 epochs each)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -95,10 +116,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suites", nargs="+")
     parser.add_argument("--out", default="results/ke")
+    parser.add_argument("--recal", type=Path, help="scripts/ke_slim_bn.py output to add to the plot")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summaries = {Path(s).name: summarise(Path(s)) for s in args.suites}
+    if args.recal:
+        add_recal(summaries, args.recal)
     (out / "summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
     (out / "summary.md").write_text("\n".join(table(n, v) for n, v in summaries.items()))
     plot(summaries, out / "generations.png")

@@ -140,6 +140,11 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
 def _check_evolve(evolve: DictConfig) -> None:
     if evolve.generations < 1:
         raise LeannetError(f"evolve.generations must be >= 1 (1 = off), got {evolve.generations}")
@@ -202,7 +207,9 @@ def train_generations(
         row = {"generation": k, "test_acc": result.get("test_acc"),
                "test_acc_at_best_val": result.get("test_acc_at_best_val"), "val_acc": result.get("val_acc"),
                "train_seconds": result.get("train_seconds"), "epochs": result.get("epochs"),
-               "params": result.get("params")}
+               "params": result.get("params"), "trainable_params": result.get("trainable_params"),
+               "epoch_seconds": result.get("epoch_seconds"), "images_per_s": result.get("images_per_s"),
+               "best_val_acc": result.get("best_val_acc")}
         if evolve.split == "kels" and evolve.slim_eval and _rank_zero():
             slim_path = gen_dir / "slim.json"
             if not slim_path.is_file():
@@ -228,7 +235,11 @@ def train_generations(
         "epochs": sum(r["epochs"] or 0 for r in rows), "test_acc": last["test_acc"],
         "test_acc_at_best_val": last["test_acc_at_best_val"], "val_acc": last["val_acc"],
         "slim_test_acc": last.get("slim_test_acc"), "train_seconds": sum(r["train_seconds"] or 0 for r in rows),
-        "params": last["params"], "slim_params": last.get("slim_params"),
+        "params": last["params"], "trainable_params": last["trainable_params"],
+        "epoch_seconds": _mean([r["epoch_seconds"] for r in rows]),
+        "images_per_s": _mean([r["images_per_s"] for r in rows]),
+        "best_val_acc": max((r["best_val_acc"] for r in rows if r["best_val_acc"] is not None), default=None),
+        "slim_params": last.get("slim_params"),
         "dense_macs": last.get("dense_macs"), "slim_macs": last.get("slim_macs"), "generations": rows,
     }
     if _rank_zero():

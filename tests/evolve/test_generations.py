@@ -10,6 +10,7 @@ from leannet.config import load_recipe
 from leannet.errors import LeannetError
 from leannet.evolve import get_masks
 from leannet.models import build_model
+from leannet.report import report
 from leannet.train import resume, train
 from leannet.train.callbacks import safe_torch_load
 from leannet.train.run import load_trained
@@ -59,6 +60,7 @@ def test_two_generations_with_label_smoothing_and_rbn(tiny_recipe, tmp_path):
     # the slim network loads into the narrower leannet model (width 0.5 × sr 0.5)
     small = build_model("resnet8", num_classes=10, in_channels=1, norm="rbn", width=0.25)
     small.load_state_dict(safe_torch_load(run / "gen2/slim.ckpt")["state_dict"])
+    assert "| ke | 1 | 2 |" in report([run], out=tmp_path / "report")  # leannet report
     # the top-level last.ckpt is the final dense model, loadable like any run's (leannet eval)
     _, built = load_trained(run)
     final = {k: v for k, v in gen2.items() if "ke_mask_" not in k}
