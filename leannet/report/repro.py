@@ -2,9 +2,9 @@
 
 The spec (`recipes/reproduction.yaml`) lists, per paper, the claim, the Fashion-MNIST setting, the
 command that produced the results, and rows. A row is a glob of JSON files (one per seed, e.g.
-`results/norm/rbn/rbn/seed*/results.json`) and a dotted key into each (`test_acc`, `exits.1.acc`);
-a key holding a list contributes every element (one per seed). Rows with no files say so, with the
-command that fills them. A claim compares two rows:
+`results/norm/rbn/rbn/seed*/results.json`) and a dotted key into each (`test_acc`,
+`generations.4.test_acc`, `*.iou` over a list); a key holding a list contributes every element.
+Rows with no files say so, with the command that fills them. A claim compares two rows:
 
     reproduced      the difference of means has the claimed sign and exceeds 2 standard errors
     not reproduced  the opposite sign beyond 2 standard errors
@@ -40,6 +40,8 @@ class Row:
     best_key: str | None = None  # e.g. test_acc_at_best_val: shown as "best", labelled so
     scale: float = 100.0
     unit: str = "%"
+    digits: int = 2
+    per: str = "seed"  # what one value is: a seed, or e.g. a unit of a dissected layer
     missing: str = ""  # why the row is empty, when it is
 
 
@@ -69,7 +71,7 @@ class Benchmark:
     title: str
     command: str
     file: str
-    ratio: str  # dotted key of the ratio in the JSON
+    ratio: str  # dotted key of the ratio in the JSON, or "key_a / key_b"
     what: str = ""
     aim: str = ""
     machine: str = "device"  # dotted key describing the machine in the JSON, if present
@@ -91,8 +93,12 @@ def load_spec(path: str | Path) -> Spec:
 
 
 def lookup(data: Any, key: str) -> Any:
-    """`data["a"]["b"]` (or list index) for key "a.b"; None when any part is missing."""
-    for part in key.split("."):
+    """`data["a"]["b"]` (or list index) for key "a.b"; "*" maps over a list; None when a part is missing."""
+    parts = key.split(".")
+    for k, part in enumerate(parts):
+        if part == "*" and isinstance(data, list):
+            rest = ".".join(parts[k + 1:])
+            return [v for v in (lookup(item, rest) if rest else item for item in data) if v is not None]
         if isinstance(data, dict) and part in data:
             data = data[part]
         elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
@@ -135,9 +141,9 @@ def verdict(a: list[float], b: list[float], op: str) -> str:
     return "inconclusive"
 
 
-def _fmt(values: list[float], scale: float) -> str:
+def _fmt(values: list[float], scale: float, digits: int = 2) -> str:
     mean, std = mean_std(values)
-    return f"{scale * mean:.2f} ± {scale * std:.2f}"
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 
 def render_section(section: Section, root: Path) -> str:
@@ -146,19 +152,20 @@ def render_section(section: Section, root: Path) -> str:
                         ("Command", f"`{section.command}`" if section.command else "")):
         if text:
             out += [f"**{label}:** {text}", ""]
-    out += ["| row | seeds | final | best (labelled) |", "|---|---|---|---|"]
+    out += ["| row | n | final | best (labelled) |", "|---|---|---|---|"]
     values: dict[str, list[float]] = {}
     for row in section.rows:
         vals = collect(row.files, row.key, root) if row.files else []
         values[row.name] = vals
         if not vals:
             why = row.missing or (f"not run yet: `{section.command}`" if section.command else "not run yet")
-            out.append(f"| {row.name} | 0 | {why} | – |")
+            out.append(f"| {row.name} | – | {why} | – |")
             continue
         best = collect(row.files, row.best_key, root) if row.best_key else []
         unit = f" {row.unit}" if row.unit else ""
-        out.append(f"| {row.name} | {len(vals)} | {_fmt(vals, row.scale)}{unit} "
-                   f"| {(_fmt(best, row.scale) + unit) if best else '–'} |")
+        count = f"{len(vals)} {row.per}{'s' if len(vals) > 1 else ''}"
+        out.append(f"| {row.name} | {count} | {_fmt(vals, row.scale, row.digits)}{unit} "
+                   f"| {(_fmt(best, row.scale, row.digits) + unit) if best else '–'} |")
     if section.claims:
         out += ["", "| claim | verdict |", "|---|---|"]
         for claim in section.claims:
@@ -179,13 +186,22 @@ def render_reproduction(spec: Spec, root: Path, spec_name: str) -> str:
     intro = (
         "# Reproduction report\n\nEvery number below is read from result files committed under `results/`; "
         "the command of each section produced them. Values are mean ± sample std over seeds of the "
-        "final-epoch model; 'best' is the best-validation checkpoint, labelled so. A claim is "
+        "final-epoch model (n says over what, when it is not seeds); 'best' is the best-validation "
+        "checkpoint, labelled so. A claim is "
         "*reproduced* when the difference of means has the paper's sign and exceeds two standard errors, "
         "*not reproduced* when it has the opposite sign beyond two standard errors, *inconclusive* "
         f"otherwise.\n\nMachine: {spec.machine}\n"
     )
     body = "\n".join(render_section(s, root) for s in spec.sections)
     return HEADER.format(spec=spec_name) + intro + "\n" + body
+
+
+def _ratio(data: Any, key: str) -> float | None:
+    """The value at a dotted key, or the quotient of two ("a.b / c.d")."""
+    parts = [lookup(data, k.strip()) for k in key.split(" / ")]
+    if any(p is None for p in parts) or len(parts) > 2:
+        return None
+    return float(parts[0]) / float(parts[1]) if len(parts) == 2 else float(parts[0])
 
 
 def render_benchmarks(spec: Spec, root: Path, spec_name: str) -> str:
@@ -202,7 +218,7 @@ def render_benchmarks(spec: Spec, root: Path, spec_name: str) -> str:
             lines.append(f"| {bench.title} | not run yet | {bench.aim} | {bench.what} | – | `{bench.command}` |")
             continue
         data = json.loads(path.read_text())
-        ratio = lookup(data, bench.ratio)
+        ratio = _ratio(data, bench.ratio)
         if ratio is None:
             raise LeannetError(f"{path} has no key '{bench.ratio}'; fix `ratio` in {spec_name} or re-run "
                                f"`{bench.command}`")

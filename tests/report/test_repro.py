@@ -28,6 +28,7 @@ def test_verdict_rules():
 
 def test_lookup_and_collect(tmp_path):
     assert lookup({"a": {"b": [1, 2]}}, "a.b.1") == 2 and lookup({"a": 1}, "a.c") is None
+    assert lookup([{"iou": 0.1}, {"x": 1}, {"iou": 0.3}], "*.iou") == [0.1, 0.3]
     for seed, acc in enumerate([0.5, 0.7]):
         (tmp_path / f"seed{seed}").mkdir()
         (tmp_path / f"seed{seed}" / "results.json").write_text(json.dumps({"exits": {"1": acc}}))
@@ -46,7 +47,7 @@ def test_generate_writes_tables_verdicts_and_missing_rows(tmp_path, capsys):
             run = tmp_path / "results" / name / f"seed{seed}"
             run.mkdir(parents=True)
             (run / "results.json").write_text(json.dumps({"test_acc": acc, "test_acc_at_best_val": acc + 0.01}))
-    (tmp_path / "bench.json").write_text(json.dumps({"ratio": 1.234, "device": "cpu"}))
+    (tmp_path / "bench.json").write_text(json.dumps({"ratio": 1.234, "device": "cpu", "n": {"a": 1, "b": 4}}))
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         "machine: test box\nsections:\n  - title: S\n    command: make it\n    rows:\n"
@@ -56,14 +57,15 @@ def test_generate_writes_tables_verdicts_and_missing_rows(tmp_path, capsys):
         "    claims: [{a: a, op: '>', b: b}, {a: c, op: '>', b: b}]\n"
         "benchmarks:\n  - {title: B, command: run b, file: bench.json, ratio: ratio}\n"
         "  - {title: Missing, command: run m, file: none.json, ratio: ratio}\n"
+        "  - {title: Quotient, command: run q, file: bench.json, ratio: 'n.a / n.b'}\n"
     )
     assert main(["repro", "--spec", str(spec), "--root", str(tmp_path)]) == 0
     text = (tmp_path / "REPRODUCTION.md").read_text()
-    assert "| a | 3 | 91.00 ± 1.00 % | 92.00 ± 1.00 % |" in text
-    assert "| c | 0 | not run yet: `make it` | – |" in text
+    assert "| a | 3 seeds | 91.00 ± 1.00 % | 92.00 ± 1.00 % |" in text
+    assert "| c | – | not run yet: `make it` | – |" in text
     assert "| a > b | reproduced |" in text and "| c > b | not run |" in text
     bench = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "| B | 1.23× |" in bench and "| Missing | not run yet |" in bench
+    assert "| B | 1.23× |" in bench and "| Missing | not run yet |" in bench and "| Quotient | 0.25× |" in bench
     assert main(["repro", "--spec", str(spec), "--root", str(tmp_path), "--check"]) == 0
     (tmp_path / "results" / "b" / "seed0" / "results.json").write_text(json.dumps({"test_acc": 0.95}))
     assert main(["repro", "--spec", str(spec), "--root", str(tmp_path), "--check"]) == 2
