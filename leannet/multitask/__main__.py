@@ -19,7 +19,7 @@ def compare(recipe: str, overrides: list[str], seeds: list[int], out: Path,
             methods: tuple[str, ...] = ("single", "hard", "adashare", "random")) -> str:
     """Per seed: single-task, hard sharing, AdaShare, and a random policy executing as many blocks per
     task as AdaShare's (``methods`` picks a subset; a random policy without AdaShare in the same call
-    matches ``out/runs/adashare-seed<N>.json``); then the report of everything in ``out/runs``."""
+    matches ``out/per_run/adashare-seed<N>.json``); then the report of everything in ``out/per_run``."""
     from leannet.multitask.report import load_runs, write_report
     from leannet.multitask.train import load_config, run
 
@@ -30,7 +30,7 @@ def compare(recipe: str, overrides: list[str], seeds: list[int], out: Path,
             extra = [f"method={method}", f"seed={seed}"]
             if method == "random":
                 if adashare is None:
-                    previous = out / "runs" / f"adashare-seed{seed}.json"
+                    previous = out / "per_run" / f"adashare-seed{seed}.json"
                     if not previous.is_file():
                         raise LeannetError(f"the random policy matches AdaShare's block counts: run adashare "
                                            f"first (missing {previous})")
@@ -45,9 +45,9 @@ def compare(recipe: str, overrides: list[str], seeds: list[int], out: Path,
             results.append(result)
             copy = {k: v for k, v in result.items() if k != "log"}
             copy["log"] = [e for e in result["log"] if e["phase"] in ("search", "select")]
-            (out / "runs").mkdir(parents=True, exist_ok=True)
-            (out / "runs" / f"{method}-seed{seed}.json").write_text(json.dumps(copy, indent=1))
-    return write_report(load_runs([out / "runs"]), out)
+            (out / "per_run").mkdir(parents=True, exist_ok=True)
+            (out / "per_run" / f"{method}-seed{seed}.json").write_text(json.dumps(copy, indent=1))
+    return write_report(load_runs([out / "per_run"]), out)
 
 
 def main(argv: list[str] | None = None) -> int:
