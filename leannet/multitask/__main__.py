@@ -15,18 +15,26 @@ from pathlib import Path
 from leannet.errors import LeannetError
 
 
-def compare(recipe: str, overrides: list[str], seeds: list[int], out: Path) -> str:
+def compare(recipe: str, overrides: list[str], seeds: list[int], out: Path,
+            methods: tuple[str, ...] = ("single", "hard", "adashare", "random")) -> str:
     """Per seed: single-task, hard sharing, AdaShare, and a random policy executing as many blocks per
-    task as AdaShare's; then the report. Results of every run are also copied to ``out/runs``."""
+    task as AdaShare's (``methods`` picks a subset; a random policy without AdaShare in the same call
+    matches ``out/per_run/adashare-seed<N>.json``); then the report of everything in ``out/per_run``."""
     from leannet.multitask.report import load_runs, write_report
     from leannet.multitask.train import load_config, run
 
     results = []
     for seed in seeds:
         adashare = None
-        for method in ("single", "hard", "adashare", "random"):
+        for method in methods:
             extra = [f"method={method}", f"seed={seed}"]
             if method == "random":
+                if adashare is None:
+                    previous = out / "per_run" / f"adashare-seed{seed}.json"
+                    if not previous.is_file():
+                        raise LeannetError(f"the random policy matches AdaShare's block counts: run adashare "
+                                           f"first (missing {previous})")
+                    adashare = json.loads(previous.read_text())
                 counts = [adashare["executed_blocks"][t] for t in adashare["tasks"]]
                 extra.append(f"random.counts=[{','.join(map(str, counts))}]")
             result = run(load_config(recipe, [*overrides, *extra]))
@@ -37,9 +45,9 @@ def compare(recipe: str, overrides: list[str], seeds: list[int], out: Path) -> s
             results.append(result)
             copy = {k: v for k, v in result.items() if k != "log"}
             copy["log"] = [e for e in result["log"] if e["phase"] in ("search", "select")]
-            (out / "runs").mkdir(parents=True, exist_ok=True)
-            (out / "runs" / f"{method}-seed{seed}.json").write_text(json.dumps(copy, indent=1))
-    return write_report(load_runs([out / "runs"]), out)
+            (out / "per_run").mkdir(parents=True, exist_ok=True)
+            (out / "per_run" / f"{method}-seed{seed}.json").write_text(json.dumps(copy, indent=1))
+    return write_report(load_runs([out / "per_run"]), out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("overrides", nargs="*")
     p_cmp.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p_cmp.add_argument("--out", type=Path, default=Path("results/adashare"))
+    p_cmp.add_argument("--methods", nargs="+", default=["single", "hard", "adashare", "random"],
+                       choices=["single", "hard", "adashare", "random"])
     p_rep = sub.add_parser("report", help="table and policy plots from results.json files")
     p_rep.add_argument("paths", nargs="+", type=Path)
     p_rep.add_argument("--out", type=Path, required=True)
@@ -65,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: result[k] for k in ("method", "seed", "metrics", "params", "executed_blocks")},
                              indent=1))
         elif args.command == "compare":
-            print(compare(args.recipe, args.overrides, args.seeds, args.out))
+            print(compare(args.recipe, args.overrides, args.seeds, args.out, tuple(args.methods)))
         else:
             from leannet.multitask.report import load_runs, write_report
 

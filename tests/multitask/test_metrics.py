@@ -61,3 +61,18 @@ def test_delta_m_signs():
     assert dm == pytest.approx((10 + 0 + 10) / 3)
     assert delta_m(base, base)[0] == 0
     assert not math.isnan(dm)
+
+
+def test_task_losses_reward_correct_predictions():
+    from leannet.multitask.heads import TASKS
+
+    target = torch.zeros(2, 6, 6, dtype=torch.int64)
+    target[:, 2:4, 2:4] = 1
+    good = torch.where(target.bool(), 8.0, -8.0).float().unsqueeze(1)
+    assert TASKS["edges"].loss(good, target) < TASKS["edges"].loss(-good, target)
+    depth = torch.rand(2, 6, 6) + 1
+    assert TASKS["depth"].loss(depth.unsqueeze(1), depth) == 0
+    normals = torch.nn.functional.normalize(torch.randn(2, 3, 6, 6), dim=1)
+    assert TASKS["normals"].loss(normals * 2, normals).abs() < 1e-6
+    seg = torch.nn.functional.one_hot(target, 5).permute(0, 3, 1, 2).float() * 20
+    assert TASKS["segmentation"].loss(seg, target) < 1e-6
