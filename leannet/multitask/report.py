@@ -41,6 +41,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if baseline is not None:
             deltas = [delta_m(r["metrics"], baseline) for r in group]
             row["delta_m"] = _ms([d[0] for d in deltas])
+            row["delta_m_per_seed"] = [float(d[0]) for d in deltas]
             for task in group[0]["metrics"]:
                 row[f"delta/{task}"] = _ms([d[1][task] for d in deltas])
         row["params"] = _ms([r["params"] for r in group])
@@ -52,7 +53,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _ms(values: list[float]) -> list[float]:
-    return [float(np.mean(values)), float(np.std(values)) if len(values) > 1 else 0.0]
+    """Mean and sample standard deviation (ddof 1, as everywhere in leannet's reports)."""
+    return [float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0]
 
 
 def markdown(summary: dict[str, Any]) -> str:

@@ -142,8 +142,8 @@ def verdict(a: list[float], b: list[float], op: str) -> str:
 
 
 def _fmt(values: list[float], scale: float, digits: int = 2) -> str:
-    mean, std = mean_std(values)
-    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+    mean, std = (f"{scale * v:.{digits}f}" for v in mean_std(values))
+    return f"{mean.lstrip('-') if float(mean) == 0 else mean} ± {std}"
 
 
 def render_section(section: Section, root: Path) -> str:
