@@ -186,14 +186,15 @@ def plot_dynamic(curves: dict, static: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for seed, rows in curves.items():
-        ax.plot([r["avg_cost"] / 1e6 for r in rows], [100 * r["accuracy"] for r in rows], "o-", ms=3,
+    for i, (seed, rows) in enumerate(curves.items()):
+        color = f"C{i}"
+        ax.plot([r["avg_cost"] / 1e6 for r in rows], [100 * r["accuracy"] for r in rows], "o-", ms=3, color=color,
                 label=f"BYOT dynamic exit ({seed})")
-    for seed, pts in static.items():
-        ax.plot([m / 1e6 for m in pts["macs"]], [100 * a for a in pts["accs"]], "s", ms=6, mfc="none",
-                label=f"BYOT static exits 1..N ({seed})")
+        pts = static[seed]
+        ax.plot([m / 1e6 for m in pts["macs"]], [100 * a for a in pts["accs"]], "s", ms=7, mfc="none", color=color,
+                label=f"BYOT exits 1..N alone ({seed})")
         if pts.get("baseline_acc") is not None:
-            ax.plot([pts["macs"][-1] / 1e6], [100 * pts["baseline_acc"]], "k*", ms=10,
+            ax.plot([pts["macs"][-1] / 1e6], [100 * pts["baseline_acc"]], "*", ms=11, color=color, mec="k",
                     label=f"baseline ({seed})")
     ax.set_xlabel("average MMACs per image")
     ax.set_ylabel("test accuracy %")
@@ -280,8 +281,9 @@ def main() -> None:
     for run_dir in runs_of(root, "byot"):
         logits, labels, built = collect_logits(run_dir)
         x, y = _noise_set(built, args.noise_images)
-        cost = exit_costs(built.method, x) if run_dir.name == "seed0" or not costs else next(iter(costs.values()))
-        costs.setdefault(run_dir.name, cost)
+        if not costs:  # MACs are the same for every seed; latency is measured once, on the first run
+            costs = {"run": str(run_dir), **exit_costs(built.method, x)}
+        cost = costs
         curves[run_dir.name] = dynamic_exit_curve(logits, labels, cost["sequential_macs"], THRESHOLDS)
         static[run_dir.name] = {"macs": cost["macs"],
                                 "accs": [(z.argmax(1) == labels).float().mean().item() for z in logits],
