@@ -44,6 +44,26 @@ def summarise(run_dir: Path) -> dict:
     }
 
 
+def plot(runs: list[dict], path: Path) -> None:
+    """Validation accuracy per epoch of every run, with the paper's final test accuracy as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for run in runs:
+        val = run["val_acc_per_epoch"]
+        ax.plot(range(1, len(val) + 1), [100 * v for v in val],
+                label=f"{run['rule']} (test {100 * run['test_acc_last_epoch']:.2f} % at epoch {len(val)})")
+    ax.axhline(100 * PAPER["test_acc_mean"], color="k", ls="--", lw=1, label="paper, test after 100 epochs")
+    ax.set(xlabel="epoch", ylabel="validation accuracy %", title="MLP 400-400, T = 5, Fashion-MNIST")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path)
@@ -61,6 +81,7 @@ def main() -> None:
             for i, acc in enumerate(run["val_acc_per_epoch"]):
                 writer.writerow([run["rule"], i + 1, acc, run["train_loss_per_epoch"][i],
                                  run["firing_rate_per_epoch"][i], run["silent_fraction_per_epoch"][i]])
+    plot(runs, args.out / "paper_check.png")
     for run in runs:
         print(f"{run['rule']}: {run['epochs_completed']} epochs, test {100 * run['test_acc_last_epoch']:.2f} % "
               f"(paper {100 * PAPER['test_acc_mean']:.2f} ± {100 * PAPER['test_acc_std']:.2f} % after 100 epochs)")
