@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +90,26 @@ def outputs_table(rows: list[dict[str, Any]]) -> str:
     if not lines:
         return ""
     return "\n".join(["| run | output | test acc % (final) |", "|---|---|---|", *lines])
+REPORT_SECTIONS: list[Callable[[list[Path], Path], str | None]] = []
+
+
+def register_section(section: Callable[[list[Path], Path], str | None]) -> Callable[[list[Path], Path], str | None]:
+    """Add an area's report section: ``section(run_dirs, out)`` returns markdown (or None to skip)."""
+    REPORT_SECTIONS.append(section)
+    return section
 
 
 def report(paths: Iterable[str | Path], out: str | Path | None = None, title: str = "Results") -> str:
-    """Aggregate runs into `report.md` and `curves.png` in `out` (default: the first path)."""
+    """Aggregate runs into `report.md` and `curves.png` in `out` (default: the first path).
+
+    Registered sections (`register_section`, e.g. spike rasters for spiking runs) are appended.
+    """
+    import leannet.train  # noqa: F401  (registers every area's methods, models and report sections)
     from leannet.report.plots import plot_curves
 
     paths = list(paths)
-    rows = aggregate(find_runs(paths))
+    run_dirs = find_runs(paths)
+    rows = aggregate(run_dirs)
     out = Path(out) if out is not None else Path(paths[0])
     out.mkdir(parents=True, exist_ok=True)
     plot = plot_curves(rows, out / "curves.png")
@@ -110,5 +122,9 @@ def report(paths: Iterable[str | Path], out: str | Path | None = None, title: st
     if named:
         text += f"Every output of methods with several classifiers (e.g. BYOT's exits and ensemble):\n\n{named}\n\n"
     text += f"![learning curves]({plot.name})\n"
+    for section in REPORT_SECTIONS:
+        extra = section(list(run_dirs), out)
+        if extra:
+            text += f"\n{extra}\n"
     (out / "report.md").write_text(text)
     return text

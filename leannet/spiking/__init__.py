@@ -7,6 +7,7 @@ Importing this package registers the models ``snn_<spec>`` and the methods ``snn
 ``snn_count``.
 """
 
+from leannet.spiking import report as _report  # noqa: F401, E402  (registers the report section)
 from leannet.spiking.layers import LIF, SpikingConv2d, SpikingLinear, SumPool2d, TimeDropout, encode, spiking_neurons
 from leannet.spiking.losses import SpikingCount, SpikingKernel, count_loss, kernel_loss, target_train
 from leannet.spiking.models import SpikingNet

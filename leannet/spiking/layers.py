@@ -75,10 +75,12 @@ class SpikingLinear(nn.Module):
 class SpikingConv2d(nn.Module):
     """I_t = W ∗ a^pre_t (the same 2-D conv at every step, no bias, 'same' padding), then `LIF`."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, **neuron: float | str | bool) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, init_scale: float = 1.0,
+                 **neuron: float | str | bool) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
         _kaiming(self.conv.weight)
+        self.conv.weight.data.mul_(init_scale)  # the released code's weight_scale (5 for its CIFAR-10 convs)
         self.neuron = LIF(**neuron)
 
     def forward(self, x: Tensor) -> Tensor:

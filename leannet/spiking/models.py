@@ -33,7 +33,7 @@ class SpikingNet(nn.Module):
     def __init__(self, spec: str, num_classes: int, in_channels: int = 1,
                  image_size: int | tuple[int, int] = 28, steps: int = 5, tau_m: float = 5.0,
                  tau_s: float = 3.0, threshold: float = 1.0, encoding: str = "analog",
-                 pool_scale: float = 1.1, width: float = 1.0) -> None:
+                 pool_scale: float = 1.1, width: float = 1.0, conv_init_scale: float = 1.0) -> None:
         super().__init__()
         if not SPEC.fullmatch(spec):
             raise LeannetError(
@@ -54,7 +54,7 @@ class SpikingNet(nn.Module):
                     raise LeannetError(f"conv token '{token}' after a linear layer in spec '{spec}'")
                 out, k = (int(v) for v in token.split("C"))
                 out = max(1, round(out * width))
-                layers.append(SpikingConv2d(channels, out, k, **neuron))
+                layers.append(SpikingConv2d(channels, out, k, conv_init_scale, **neuron))
                 channels = out
             elif token.startswith("P"):
                 k = int(token[1:])
@@ -95,9 +95,9 @@ def _snn(match: re.Match[str]):  # noqa: ANN202
     def factory(*, num_classes: int, in_channels: int, norm: str, width: float,
                 image_size: int | tuple[int, int] = 28, steps: int = 5, tau_m: float = 5.0,
                 tau_s: float = 3.0, threshold: float = 1.0, encoding: str = "analog",
-                pool_scale: float = 1.1) -> SpikingNet:
+                pool_scale: float = 1.1, conv_init_scale: float = 1.0) -> SpikingNet:
         """Spiking nets have no normalisation layers; ``norm`` is accepted and unused."""
         return SpikingNet(spec, num_classes, in_channels, image_size, steps, tau_m, tau_s, threshold,
-                          encoding, pool_scale, width)
+                          encoding, pool_scale, width, conv_init_scale)
 
     return factory

@@ -54,9 +54,12 @@ def psc_filter(x: Tensor, tau_s: float = 3.0) -> Tensor:
 
 
 def _anticausal(g: Tensor, tau_s: float) -> Tensor:
-    """G_t = Σ_{k≥0} ε[k]·g_{t+k}: how much a spike at t is worth to the loss (Kᵀ g)."""
-    kernel = psc_kernel(g.shape[0], tau_s, g.dtype, g.device)
-    return (kernel.T @ g.reshape(g.shape[0], -1)).reshape(g.shape)
+    """G_t = Σ_{k≥0} ε[k]·g_{t+k} = (1 − 1/τ_s)·G_{t+1} + g_t/τ_s: how much a spike at t is worth (Kᵀ g)."""
+    big_g = torch.empty_like(g)
+    torch.mul(g[-1], 1.0 / tau_s, out=big_g[-1])
+    for t in range(g.shape[0] - 2, -1, -1):
+        torch.lerp(big_g[t + 1], g[t], 1.0 / tau_s, out=big_g[t])
+    return big_g
 
 
 def surrogate_slope(u: Tensor, threshold: float, width: float = SURROGATE_WIDTH) -> Tensor:
@@ -65,44 +68,61 @@ def surrogate_slope(u: Tensor, threshold: float, width: float = SURROGATE_WIDTH)
     return sig * (1.0 - sig) / width
 
 
+def _slope_into(out: Tensor, u: Tensor, threshold: float, width: float = SURROGATE_WIDTH) -> Tensor:
+    """Write σ'(u) into ``out`` in place (the same values as `surrogate_slope`, no new memory)."""
+    torch.sub(u, threshold, out=out).mul_(1.0 / width).sigmoid_()
+    return out.addcmul_(out, out, value=-1.0).mul_(1.0 / width)
+
+
 def lif_forward(current: Tensor, tau_m: float, tau_s: float, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Run the neuron: returns (u before reset, spikes s, PSC a), each [T, …] like ``current``."""
-    leak, decay = 1.0 - 1.0 / tau_m, 1.0 - 1.0 / tau_s
+    """Run the neuron: returns (u before reset, spikes s as 0/1, PSC a), each [T, …] like ``current``.
+
+    Four fused tensor operations per step into preallocated memory (large fresh allocations cost
+    page faults on CPU); the loop over T is the only Python loop.
+    """
+    leak = 1.0 - 1.0 / tau_m
     u_all, s_all, a_all = torch.empty_like(current), torch.empty_like(current), torch.empty_like(current)
-    v = torch.zeros_like(current[0])
-    a = torch.zeros_like(current[0])
+    v = torch.empty_like(current[0])
     for t in range(current.shape[0]):
-        u = leak * v + current[t]
-        s = (u > threshold).to(current.dtype)
-        v = u * (1.0 - s)
-        a = decay * a + s / tau_s
-        u_all[t], s_all[t], a_all[t] = u, s, a
+        if t == 0:
+            u_all[0].copy_(current[0])
+        else:
+            torch.add(current[t], v, alpha=leak, out=u_all[t])  # u_t = (1 − 1/τ_m)·v_{t−1} + I_t
+        torch.gt(u_all[t], threshold, out=s_all[t])
+        torch.addcmul(u_all[t], u_all[t], s_all[t], value=-1.0, out=v)  # hard reset: v_t = u_t·(1 − s_t)
+        if t == 0:
+            torch.mul(s_all[0], 1.0 / tau_s, out=a_all[0])
+        else:
+            torch.lerp(a_all[t - 1], s_all[t], 1.0 / tau_s, out=a_all[t])  # a_t = (1−1/τ_s)a_{t−1} + s_t/τ_s
     return u_all, s_all, a_all
 
 
-def _recurrence(b: Tensor, a: Tensor) -> Tensor:
-    """δ_t = B_t + A_t·δ_{t+1}, δ_T = 0, for t = T−1 … 0."""
-    delta = torch.empty_like(b)
-    carry = torch.zeros_like(b[0])
-    for t in range(b.shape[0] - 1, -1, -1):
-        carry = torch.addcmul(b[t], a[t], carry)
-        delta[t] = carry
-    return delta
+def _recurrence_(b: Tensor, a: Tensor) -> Tensor:
+    """δ_t = B_t + A_t·δ_{t+1}, δ_T = 0, for t = T−1 … 0, computed in place in ``b`` (returned)."""
+    for t in range(b.shape[0] - 2, -1, -1):
+        b[t].addcmul_(a[t], b[t + 1])
+    return b
 
 
-def tssl_backward(grad_psc: Tensor, u: Tensor, spikes: Tensor, psc: Tensor, tau_m: float, tau_s: float,
-                  threshold: float, fallback: bool = True) -> Tensor:
-    """∂L/∂I from ∂L/∂a by TSSL-BP (paper file, Backward); pure function of the saved forward state."""
+def tssl_backward(grad_psc: Tensor, u: Tensor, spikes: Tensor, silent: Tensor | None, tau_m: float, tau_s: float,
+                  threshold: float) -> Tensor:
+    """∂L/∂I from ∂L/∂a by TSSL-BP (paper file, Backward); pure function of the saved forward state.
+
+    ``silent``: where the fallback applies (PSC < 1/(4τ_s)), or None for no fallback.
+    """
     big_g = _anticausal(grad_psc, tau_s)
-    v_prev = torch.cat([torch.zeros_like(u[:1]), u[:-1] * (1.0 - spikes[:-1])])
-    du = u - v_prev
-    inv_du = torch.where(spikes > 0, (1.0 / du).clamp(0.0, INV_DU_MAX), torch.zeros_like(du))
-    b = inv_du * big_g
-    a = inv_du * u / tau_m + (1.0 - 1.0 / tau_m) * (1.0 - spikes)
-    delta = _recurrence(b, a)
-    if fallback:
-        silent = psc < 1.0 / (4.0 * tau_s)
-        delta = torch.where(silent, surrogate_slope(u, threshold) * big_g, delta)
+    inv_du = torch.empty_like(u)  # Δu_t = u_t − v_{t−1} = u_t − u_{t−1} + u_{t−1}·s_{t−1}
+    inv_du[0].copy_(u[0])
+    torch.sub(u[1:], u[:-1], out=inv_du[1:])
+    inv_du[1:].addcmul_(u[:-1], spikes[:-1])
+    # s/max(Δu, 1/8) = min(1/Δu, 8) at spikes (Δu > 0 there since V_th > 0), 0 elsewhere
+    inv_du.clamp_(min=1.0 / INV_DU_MAX).reciprocal_().mul_(spikes)
+    leak = 1.0 - 1.0 / tau_m
+    a = torch.mul(spikes, -leak).add_(leak).addcmul_(inv_du, u, value=1.0 / tau_m)  # intra-neuron carry
+    delta = _recurrence_(inv_du.mul_(big_g), a)  # B = G/Δu: inter-neuron term
+    if silent is not None:
+        fallback = _slope_into(a, u, threshold).mul_(big_g)
+        torch.where(silent, fallback, delta, out=delta)
     return delta
 
 
@@ -110,9 +130,10 @@ def surrogate_backward(grad_psc: Tensor, u: Tensor, spikes: Tensor, tau_m: float
                        threshold: float) -> Tensor:
     """∂L/∂I from ∂L/∂a by BPTT with the sigmoid surrogate σ' for ∂s/∂u (reset path included)."""
     big_g = _anticausal(grad_psc, tau_s)
-    slope = surrogate_slope(u, threshold)
+    slope = _slope_into(torch.empty_like(u), u, threshold)
     leak = 1.0 - 1.0 / tau_m
-    return _recurrence(slope * big_g, leak * ((1.0 - spikes) - slope * u))
+    a = torch.mul(spikes, -leak).add_(leak).addcmul_(slope, u, value=-leak)  # λ((1 − s) − σ'u)
+    return _recurrence_(slope.mul_(big_g), a)
 
 
 class _LIF(torch.autograd.Function):
@@ -122,35 +143,38 @@ class _LIF(torch.autograd.Function):
     def forward(ctx, current: Tensor, tau_m: float, tau_s: float, threshold: float, rule: str,
                 fallback: bool) -> tuple[Tensor, Tensor]:
         u, spikes, psc = lif_forward(current, tau_m, tau_s, threshold)
-        ctx.save_for_backward(u, spikes, psc)
-        ctx.params = (tau_m, tau_s, threshold, rule, fallback)
+        silent = psc < 1.0 / (4.0 * tau_s) if rule == "tssl" and fallback else None
+        ctx.save_for_backward(u, spikes, silent)
+        ctx.params = (tau_m, tau_s, threshold, rule)
         ctx.mark_non_differentiable(spikes)
         return psc, spikes
 
     @staticmethod
     def backward(ctx, grad_psc: Tensor, grad_spikes: Tensor | None):  # noqa: ANN205
-        u, spikes, psc = ctx.saved_tensors
-        tau_m, tau_s, threshold, rule, fallback = ctx.params
+        u, spikes, silent = ctx.saved_tensors
+        tau_m, tau_s, threshold, rule = ctx.params
         if rule == "tssl":
-            grad = tssl_backward(grad_psc, u, spikes, psc, tau_m, tau_s, threshold, fallback)
+            grad = tssl_backward(grad_psc, u, spikes, silent, tau_m, tau_s, threshold)
         else:
             grad = surrogate_backward(grad_psc, u, spikes, tau_m, tau_s, threshold)
         return grad, None, None, None, None, None
 
 
-def _check(current: Tensor, tau_m: float, tau_s: float, rule: str) -> None:
+def _check(current: Tensor, tau_m: float, tau_s: float, threshold: float, rule: str) -> None:
     if rule not in RULES:
         raise LeannetError(f"unknown learning rule '{rule}'; valid rules: {', '.join(RULES)}")
     if current.ndim < 1 or current.shape[0] < 1:
         raise LeannetError(f"lif_psc needs currents shaped [T, ...] with T >= 1, got shape {tuple(current.shape)}")
     if tau_m <= 1.0 or tau_s < 1.0:
         raise LeannetError(f"need tau_m > 1 and tau_s >= 1 (time constants in steps), got {tau_m}, {tau_s}")
+    if threshold <= 0:
+        raise LeannetError(f"the firing threshold must be > 0, got {threshold}")
 
 
 def lif_psc_spikes(current: Tensor, tau_m: float = 5.0, tau_s: float = 3.0, threshold: float = 1.0,
                    rule: str = "tssl", fallback: bool = True) -> tuple[Tensor, Tensor]:
     """Like `lif_psc`, also returning the (non-differentiable) spike train [T, …]."""
-    _check(current, tau_m, tau_s, rule)
+    _check(current, tau_m, tau_s, threshold, rule)
     return _LIF.apply(current, float(tau_m), float(tau_s), float(threshold), rule, bool(fallback))
 
 

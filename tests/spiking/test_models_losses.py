@@ -27,6 +27,11 @@ def test_spec_models_shapes_and_readout():
     assert mlp.layers[0].fc.in_features == 3 * 8 * 6 and isinstance(mlp.layers[1], TimeDropout)
     assert mlp(torch.randn(2, 3, 8, 6)).shape == (2, 7)
     assert all(n.tau_m == 8.0 and n.tau_s == 2.0 for n in mlp.neurons())
+    torch.manual_seed(0)
+    plain = SpikingNet("16C3", 10).layers[0].conv.weight
+    torch.manual_seed(0)
+    scaled = SpikingNet("16C3", 10, conv_init_scale=5.0).layers[0].conv.weight
+    assert torch.allclose(scaled, 5 * plain)  # the released code's CIFAR-10 weight_scale
 
 
 def test_bad_specs_are_one_line_errors():
