@@ -145,10 +145,14 @@ def batch_limit(value: float | None) -> int | float | None:
 def make_trainer(config: DictConfig, run_dir: Path, callbacks: list[L.Callback] = (), has_val: bool = True):
     t = config.trainer
     show_bar = t.progress == "bar" or (t.progress == "auto" and sys.stdout.isatty())
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", save_last=True, save_top_k=1,
+    best = ModelCheckpoint(  # first: Lightning's ckpt_path="best" reads this one
+        dirpath=run_dir / "checkpoints", filename="best", save_top_k=1,
         monitor="val/acc" if has_val else None, mode="max", enable_version_counter=False,
     )
+    # A separate callback for last.ckpt: with `save_last=True` Lightning only rewrites last.ckpt in epochs
+    # where the monitored best improved, so a resume would restart from the best epoch, not the last one.
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, monitor=None,
+                           enable_version_counter=False)
     loggers: list[Any] = []
     if t.tensorboard:
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -163,7 +167,7 @@ def make_trainer(config: DictConfig, run_dir: Path, callbacks: list[L.Callback] 
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, max_epochs=t.max_epochs, logger=loggers or False,
-        callbacks=[EpochMonitor(run_dir / "metrics.csv", t.progress != "none"), checkpoint, *extra, *callbacks],
+        callbacks=[EpochMonitor(run_dir / "metrics.csv", t.progress != "none"), best, last, *extra, *callbacks],
         plugins=[AtomicCheckpointIO()], enable_progress_bar=show_bar, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=batch_limit(t.limit_train_batches), default_root_dir=run_dir,

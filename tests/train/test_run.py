@@ -48,6 +48,14 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_recipe, tmp_path):
         assert torch.equal(straight[key], resumed[key]), key
 
 
+def test_last_checkpoint_is_the_last_epoch_even_without_a_new_best(tiny_recipe, tmp_path):
+    # lr 0 on a model without BN: validation accuracy never improves after epoch 1, so the best stays epoch 0
+    train(tiny_recipe("trainer.max_epochs=3", "optim.lr=0.0", "model.name=mlp"), run_dir=tmp_path / "run")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert safe_torch_load(checkpoints / "best.ckpt")["epoch"] == 0
+    assert safe_torch_load(checkpoints / "last.ckpt")["epoch"] == 2
+
+
 @register_method("nan_after_first_epoch")
 class NanAfterFirstEpoch(Method):
     """Cross-entropy that turns into NaN after `steps` optimizer steps (for the failure test)."""
