@@ -31,6 +31,7 @@ WORKER = textwrap.dedent("""
         grads = {n: p.grad for n, p in layer.named_parameters()}
         torch.save({"y": y.detach(), "x_grad": x.grad, "grads": grads, "running_var": layer.running_var},
                    os.path.join(out, f"rank{rank}.pt"))
+        dist.barrier()  # both ranks done with every collective before teardown (a race here aborted once)
         dist.destroy_process_group()
 
     if __name__ == "__main__":
