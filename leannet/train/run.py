@@ -51,6 +51,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=r".*defined a `validation_step` but have no `val_dataloader`.*")
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+    # best.ckpt's callback comes first on purpose (see make_trainer): ckpt_path="best" reads it
+    warnings.filterwarnings("ignore", message=r".*configured with multiple `ModelCheckpoint` callbacks.*")
 
 
 def environment() -> dict[str, Any]:
