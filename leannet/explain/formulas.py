@@ -77,16 +77,9 @@ class Concept(Formula):
 
 
 @dataclass(frozen=True, repr=False)
-class Neighbors(Formula):
-    """``NEIGHBORS(w)``: the word ``w`` OR its nearest words in an embedding space (paper §5)."""
-
-    name: str
-
-    def atoms(self) -> list[Formula]:
-        return [self]
-
-    def evaluate(self, atom_mask: Callable[[Formula], np.ndarray]) -> np.ndarray:
-        return atom_mask(self)
+class Neighbors(Concept):
+    """``NEIGHBORS(w)``: the word ``w`` OR its nearest words in an embedding space (paper §5); an atom like
+    a concept, with its own mask and key."""
 
     def key(self) -> tuple:
         return ("N", self.name)
@@ -160,10 +153,10 @@ def _print_name(name: str) -> str:
 
 
 def _print(f: Formula) -> str:
+    if isinstance(f, Neighbors):  # before Concept: a Neighbors atom is a Concept
+        return f"NEIGHBORS({_print_name(f.name)})"
     if isinstance(f, Concept):
         return _print_name(f.name)
-    if isinstance(f, Neighbors):
-        return f"NEIGHBORS({_print_name(f.name)})"
     if isinstance(f, Not):
         inner = _print(f.arg)
         return f"NOT ({inner})" if isinstance(f.arg, _Binary) else f"NOT {inner}"
