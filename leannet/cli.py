@@ -42,7 +42,7 @@ def cmd_suite(args: argparse.Namespace) -> None:
     if args.dry_run:
         return
     suite, _ = load_suite(args.suite, args.overrides)
-    print(report([r.run_dir for r in runs], out=suite.out_dir, title=suite.title or Path(args.suite).stem))
+    print(report([r.result_dir for r in runs], out=suite.out_dir, title=suite.title or Path(args.suite).stem))
     print(f"report and plots written to {suite.out_dir}/report.md and {suite.out_dir}/curves.png")
 
 

@@ -121,12 +121,13 @@ def main() -> None:
                        "ratio": t["reference"] / t["leannet"]})
         print(json.dumps(timing[-1]))
     summary["timing_length3"] = {"rows": timing, "all_identical": all(r["identical"] for r in timing),
-                                 "speedup_median": statistics.median(r["ratio"] for r in timing)}
+                                 "speedup_median": statistics.median(r["ratio"] for r in timing) if timing else None}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(all_rows, out / "iou_by_length.png", f"{config.model.name} {args.layer} on scenes ({len(probe)} images)")
     _, rows3 = all_rows[3 if 3 in all_rows else max(args.lengths)]
-    write_report(d, rows3, out / "report", max_units=args.report_units,
-                 title=f"{config.model.name} {args.layer}: compositional explanations (max length 3)")
+    if args.report_units > 0:
+        write_report(d, rows3, out / "report", max_units=args.report_units,
+                     title=f"{config.model.name} {args.layer}: compositional explanations (max length 3)")
     print(json.dumps({k: v for k, v in summary.items() if k != "by_length"}, indent=2))
 
 

@@ -1,6 +1,7 @@
 """Summarise the Knowledge Evolution few-shot suites: per-generation dense/slim accuracy plot and table.
 
     PYTHONPATH=. python scripts/ke_report.py runs/ke/fewshot50 runs/ke/fewshot100 --out results/ke
+    PYTHONPATH=. python scripts/ke_report.py results/ke/fewshot50 results/ke/fewshot100 --out results/ke  # the copies
 
 Reads each suite's `<variant>/seed<s>/results.json` (written by `leannet suite recipes/ke/suite_*.yaml`),
 writes `summary.json`, `summary.md`, `generations.png` and a copy of every run's results.json and
@@ -129,6 +130,8 @@ def main() -> None:
     for suite in map(Path, args.suites):
         for result in suite.glob("*/seed*/results.json"):
             target = out / suite.name / result.parent.relative_to(suite)
+            if target.resolve() == result.parent.resolve():  # summarising the committed copies in place
+                continue
             target.mkdir(parents=True, exist_ok=True)
             for name in ("results.json", "metrics.csv"):
                 if (result.parent / name).is_file():

@@ -19,7 +19,9 @@ def compare(recipe: str, overrides: list[str], seeds: list[int], out: Path,
             methods: tuple[str, ...] = ("single", "hard", "adashare", "random")) -> str:
     """Per seed: single-task, hard sharing, AdaShare, and a random policy executing as many blocks per
     task as AdaShare's (``methods`` picks a subset; a random policy without AdaShare in the same call
-    matches ``out/per_run/adashare-seed<N>.json``); then the report of everything in ``out/per_run``."""
+    matches ``out/per_run/adashare-seed<N>.json``); then the report of everything in ``out/per_run``.
+    Runs whose ``out/per_run/<method>-seed<N>.json`` exists are skipped (delete it to train again), so
+    seeds can be added one sitting at a time."""
     from leannet.multitask.report import load_runs, write_report
     from leannet.multitask.train import load_config, run
 
@@ -27,6 +29,12 @@ def compare(recipe: str, overrides: list[str], seeds: list[int], out: Path,
     for seed in seeds:
         adashare = None
         for method in methods:
+            published = out / "per_run" / f"{method}-seed{seed}.json"
+            if published.is_file():
+                print(f"{method} seed {seed}: done ({published})", flush=True)
+                if method == "adashare":
+                    adashare = json.loads(published.read_text())
+                continue
             extra = [f"method={method}", f"seed={seed}"]
             if method == "random":
                 if adashare is None:
@@ -45,8 +53,8 @@ def compare(recipe: str, overrides: list[str], seeds: list[int], out: Path,
             results.append(result)
             copy = {k: v for k, v in result.items() if k != "log"}
             copy["log"] = [e for e in result["log"] if e["phase"] in ("search", "select")]
-            (out / "per_run").mkdir(parents=True, exist_ok=True)
-            (out / "per_run" / f"{method}-seed{seed}.json").write_text(json.dumps(copy, indent=1))
+            published.parent.mkdir(parents=True, exist_ok=True)
+            published.write_text(json.dumps(copy, indent=1))
     return write_report(load_runs([out / "per_run"]), out)
 
 

@@ -54,6 +54,14 @@ class Claim:
 
 
 @dataclass
+class Cost:
+    """Training time of a section: the sum of `key` over every file matching `files` (seconds)."""
+
+    files: str
+    key: str = "train_seconds"  # a dotted key, or "a * b" for an elementwise product (epochs × s/epoch)
+
+
+@dataclass
 class Section:
     title: str
     paper: str = ""
@@ -64,6 +72,8 @@ class Section:
     claims: list[Claim] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
     note: str = ""
+    cost: list[Cost] = field(default_factory=list)
+    in_total: bool = True  # False for paper-scale checks outside the CPU budget
 
 
 @dataclass
@@ -123,6 +133,32 @@ def collect(pattern: str, key: str, root: Path) -> list[float]:
     return values
 
 
+def _product(data: Any, key: str) -> list[float]:
+    """Values at a dotted key, or the elementwise product of several ("a.*.x * a.*.y")."""
+    columns = []
+    for part in key.split(" * "):
+        value = lookup(data, part.strip())
+        columns.append([] if value is None else value if isinstance(value, list) else [value])
+    return [math.prod(float(v) for v in vs) for vs in zip(*columns, strict=True)]
+
+
+def section_seconds(section: Section, root: Path) -> tuple[float, int]:
+    """(total training seconds, number of values) over the section's `cost` entries."""
+    total, count = 0.0, 0
+    for cost in section.cost:
+        for path in sorted(glob.glob(str(root / cost.files))):
+            try:
+                values = _product(json.loads(Path(path).read_text()), cost.key)
+            except (OSError, json.JSONDecodeError) as err:
+                raise LeannetError(f"cannot read result file {path}: {err}; re-run its command") from None
+            total, count = total + sum(values), count + len(values)
+    return total, count
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h"
+
+
 def verdict(a: list[float], b: list[float], op: str) -> str:
     """Compare two rows' means against 2 standard errors of their difference (see the module doc)."""
     if op not in (">", "<"):
@@ -175,6 +211,11 @@ def render_section(section: Section, root: Path) -> str:
                                        f"rows: {', '.join(values)}")
             text = claim.text or f"{claim.a} {claim.op} {claim.b}"
             out.append(f"| {text} | {verdict(values[claim.a], values[claim.b], claim.op)} |")
+    seconds, runs = section_seconds(section, root)
+    if runs:
+        budget = "" if section.in_total else "; not in the total: a paper-scale check outside the CPU budget"
+        out += ["", f"**Training time:** {_hours(seconds)} over {runs} runs (sum of their recorded training "
+                f"seconds{budget})"]
     if section.plots:
         out += [""] + [f"![{Path(p).stem}]({p})" for p in section.plots]
     if section.note:
@@ -193,7 +234,24 @@ def render_reproduction(spec: Spec, root: Path, spec_name: str) -> str:
         f"otherwise.\n\nMachine: {spec.machine}\n"
     )
     body = "\n".join(render_section(s, root) for s in spec.sections)
-    return HEADER.format(spec=spec_name) + intro + "\n" + body
+    return HEADER.format(spec=spec_name) + intro + "\n" + render_costs(spec, root) + "\n" + body
+
+
+def render_costs(spec: Spec, root: Path) -> str:
+    """The CPU budget table: recorded training time per section and the total of the in-budget ones."""
+    lines = ["## Training time", "",
+             "Sum of the training seconds each run recorded (wall clock of `fit`, one thread per run unless "
+             "the section says otherwise; evaluation-only analyses not included).", "",
+             "| section | runs | time | in total |", "|---|---|---|---|"]
+    total = 0.0
+    for section in spec.sections:
+        seconds, runs = section_seconds(section, root)
+        if not runs:
+            continue
+        total += seconds if section.in_total else 0.0
+        lines.append(f"| {section.title} | {runs} | {_hours(seconds)} | {'yes' if section.in_total else 'no'} |")
+    lines.append(f"| **total** | | **{_hours(total)}** | |")
+    return "\n".join(lines) + "\n"
 
 
 def _ratio(data: Any, key: str) -> float | None:

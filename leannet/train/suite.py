@@ -14,7 +14,10 @@ A suite file:
 Run `variant` with seed `s` lands in `out_dir/variant/seed{s}`. Runs whose `results.json` exists are
 skipped and runs with a `last.ckpt` are resumed, so a long suite can be spread over several sittings.
 With `results_dir`, each finished run's small files (results.json, metrics.csv, config.yaml; never
-checkpoints) are copied to `results_dir/variant/seed{s}/`, the layout the reproduction report reads.
+checkpoints) are copied to `results_dir/variant/seed{s}/`, the layout the reproduction report reads,
+and a run already published there counts as done too: a fresh clone with the committed `results/`
+trains only the missing runs. (A run that others use as a teacher needs its checkpoints, which are
+never published: delete its published copy to train it again.)
 """
 
 from __future__ import annotations
@@ -48,10 +51,22 @@ class SuiteRun:
     seed: int
     run_dir: Path
     config: DictConfig
+    published_dir: Path | None = None
 
     @property
     def done(self) -> bool:
-        return (self.run_dir / "results.json").is_file()
+        return (self.run_dir / "results.json").is_file() or self.published
+
+    @property
+    def published(self) -> bool:
+        return self.published_dir is not None and (self.published_dir / "results.json").is_file()
+
+    @property
+    def result_dir(self) -> Path:
+        """Where this run's results.json is read from: its run directory, else its published copy."""
+        if (self.run_dir / "results.json").is_file() or not self.published:
+            return self.run_dir
+        return self.published_dir
 
 
 def load_suite(path: str | Path, overrides: list[str] = ()) -> tuple[SuiteConfig, list[SuiteRun]]:
@@ -75,7 +90,8 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> tuple[SuiteConfig
                 base, suite.overrides, changes or {}, {"name": variant, "seed": seed}, cli,
                 source=f"{path} (variant {variant})",
             )
-            runs.append(SuiteRun(variant, seed, Path(suite.out_dir) / variant / f"seed{seed}", config))
+            published = Path(suite.results_dir) / variant / f"seed{seed}" if suite.results_dir else None
+            runs.append(SuiteRun(variant, seed, Path(suite.out_dir) / variant / f"seed{seed}", config, published))
     return OmegaConf.to_object(suite), runs
 
 
@@ -98,11 +114,14 @@ def run_suite(path: str | Path, overrides: list[str] = (), dry_run: bool = False
 
     suite, runs = load_suite(path, overrides)
     for k, run in enumerate(runs, 1):
-        status = "done" if run.done else "resume" if (run.run_dir / "checkpoints/last.ckpt").is_file() else "new"
-        print(f"[{k}/{len(runs)}] {run.variant} seed {run.seed}: {status} ({run.run_dir})", flush=True)
-        if dry_run:
+        local = (run.run_dir / "results.json").is_file()
+        status = ("done" if local else "published" if run.published
+                  else "resume" if (run.run_dir / "checkpoints/last.ckpt").is_file() else "new")
+        where = run.published_dir if status == "published" else run.run_dir
+        print(f"[{k}/{len(runs)}] {run.variant} seed {run.seed}: {status} ({where})", flush=True)
+        if dry_run or status == "published":
             continue
-        if not run.done:
+        if not local:
             train(run.config, run_dir=run.run_dir, resume=status == "resume")
         if suite.results_dir:
             publish(run, suite.results_dir)

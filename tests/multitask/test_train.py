@@ -43,3 +43,17 @@ def test_config_errors():
         load_config("recipes/multitask/scenes.yaml", ["tasks=[segmentation,colour]"])
     with pytest.raises(LeannetError, match="bad multitask config"):
         load_config("recipes/multitask/scenes.yaml", ["optim.nope=1"])
+
+
+def test_compare_skips_published_runs_and_adds_a_seed(tiny, tmp_path, capsys):
+    from leannet.multitask.__main__ import compare
+
+    overrides = [*TINY, f"out_dir={tmp_path}/runs"]  # the tiny fixture points LEANNET_DATA at tmp_path
+    compare("recipes/multitask/scenes.yaml", overrides, [0], tmp_path / "out", ("hard",))
+    first = (tmp_path / "out" / "per_run" / "hard-seed0.json").read_text()
+    capsys.readouterr()
+    compare("recipes/multitask/scenes.yaml", overrides, [0, 1], tmp_path / "out", ("hard",))
+    out = capsys.readouterr().out
+    assert "hard seed 0: done" in out and "hard seed 1: done" not in out
+    assert (tmp_path / "out" / "per_run" / "hard-seed0.json").read_text() == first  # not trained again
+    assert json.loads((tmp_path / "out" / "per_run" / "hard-seed1.json").read_text())["seed"] == 1

@@ -77,3 +77,28 @@ def test_claim_with_unknown_row_is_an_error(tmp_path):
     spec.write_text("sections:\n  - title: S\n    rows: [{name: a}]\n    claims: [{a: a, op: '>', b: zz}]\n")
     with pytest.raises(LeannetError, match="unknown row 'zz'; rows: a"):
         generate(spec, root=tmp_path)
+
+
+def test_training_time_table_sums_costs_and_keeps_out_of_budget_sections_out(tmp_path):
+    for seed, seconds in enumerate([100.0, 260.0]):
+        run = tmp_path / "results" / "a" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({"test_acc": 0.9, "train_seconds": seconds}))
+    (tmp_path / "paper.json").write_text(json.dumps(
+        {"runs": [{"epoch_seconds_mean": 30.0, "epochs_completed": 100}, {"epoch_seconds_mean": 20.0,
+                                                                         "epochs_completed": 90}]}))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "sections:\n"
+        "  - title: Small\n    cost: [{files: 'results/*/seed*/results.json'}]\n"
+        "    rows: [{name: a, files: 'results/a/seed*/results.json'}]\n"
+        "  - title: Paper\n    in_total: false\n"
+        "    cost: [{files: paper.json, key: 'runs.*.epoch_seconds_mean * runs.*.epochs_completed'}]\n"
+        "    rows: [{name: p, files: paper.json, key: runs.0.epoch_seconds_mean}]\n"
+    )
+    generate(spec, root=tmp_path)
+    text = (tmp_path / "REPRODUCTION.md").read_text()
+    assert "| Small | 2 | 0.10 h | yes |" in text  # 360 s
+    assert "| Paper | 2 | 1.33 h | no |" in text  # 3000 s + 1800 s
+    assert "| **total** | | **0.10 h** | |" in text
+    assert "**Training time:** 1.33 h over 2 runs" in text and "not in the total" in text

@@ -72,3 +72,18 @@ def test_finished_runs_are_published_without_checkpoints(tmp_path):
         f"{v}/seed{s}/{f}" for v in ("ce", "ls") for s in (0, 3) for f in ("metrics.csv", "results.json")
     ]
     assert json.loads((results / "ls" / "seed3" / "results.json").read_text()) == {"name": "ls", "seed": 3}
+
+
+def test_published_runs_count_as_done_in_a_fresh_checkout(tmp_path, capsys):
+    results = tmp_path / "published"
+    path = write_suite(tmp_path, extra=f"results_dir: {results}\n")
+    _, runs = load_suite(path)
+    for run in runs:
+        run.published_dir.mkdir(parents=True)
+        (run.published_dir / "results.json").write_text(json.dumps({"name": run.variant}))
+    assert all(r.done and r.result_dir == r.published_dir for r in runs)
+    run_suite(path)  # would train (and fail without data) if it did not skip
+    assert capsys.readouterr().out.count(": published (") == 4
+    assert not (tmp_path / "out").exists()
+    (runs[0].published_dir / "results.json").unlink()
+    assert not runs[0].done and runs[0].result_dir == runs[0].run_dir

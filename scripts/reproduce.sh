@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The whole reproduction report: every section's command, then `leannet repro` (REPRODUCTION.md and
+# BENCHMARKS.md from the committed results). Incremental: suites skip runs already published under
+# results/, so in a fresh clone only the missing runs train, and an interrupted call resumes.
+#   bash scripts/reproduce.sh                 # every in-budget section, then the report
+#   bash scripts/reproduce.sh distill byot    # some sections (names below), then the report
+# Sections: main rbn bn_only distill byot ke adashare spiking explain; `spiking_paper` (about 3.4 h on one
+# core, outside the 3-hour budget) only when named. Two calls with different sections can share 2 cores.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+export PYTHONPATH=.
+
+copy_suite_pages() {  # the suite report's pages next to the published runs
+  local from=$1 to=$2
+  mkdir -p "$to"
+  for f in report.md curves.png firing_rates.png spike_raster.png; do
+    if [ -f "$from/$f" ]; then cp "$from/$f" "$to/$f"; fi
+  done
+}
+
+main() { leannet suite recipes/suites/main.yaml; copy_suite_pages runs/main results/main; }
+rbn() { leannet suite recipes/norm/rbn_fashion.yaml; }
+bn_only() {
+  for s in depth width baselines; do leannet suite "recipes/norm/bn_only_$s.yaml"; done
+}
+distill() { leannet suite recipes/distill/suite_fashion_mnist.yaml trainer.threads=1; }
+byot() { leannet suite recipes/byot/suite_fashion_mnist.yaml trainer.threads=1; }
+ke() {
+  leannet suite recipes/ke/suite_fewshot50.yaml
+  leannet suite recipes/ke/suite_fewshot100.yaml
+  python scripts/ke_report.py results/ke/fewshot50 results/ke/fewshot100 --out results/ke \
+    --recal results/ke/slim_bn_recal.json
+}
+adashare() {
+  python -m leannet.multitask compare recipes/multitask/scenes.yaml --seeds 0 1 2 --out results/adashare
+  mkdir -p results/adashare_search/per_run
+  cp results/adashare/per_run/{single,hard}-seed*.json results/adashare_search/per_run/
+  python -m leannet.multitask compare recipes/multitask/scenes.yaml name=scenes_search optim.policy_lr=0.1 \
+    adashare.sharing=0.01 adashare.search_epochs=12 --seeds 0 1 2 --methods adashare random \
+    --out results/adashare_search
+}
+spiking() {
+  leannet suite recipes/spiking/suite_fallback.yaml trainer.threads=1
+  copy_suite_pages runs/spiking/fallback results/spiking/fallback
+}
+spiking_paper() {
+  for rule in tssl surrogate; do
+    leannet train recipes/spiking/fashion_mnist_mlp.yaml trainer.threads=1 method.rule=$rule \
+      name=mlp_$rule out_dir=runs/paper "trainer.save_epochs=[10,20,30,40,50,60,70,80,90,100]"
+  done
+  python scripts/spiking_paper_check.py runs/paper/mlp_tssl runs/paper/mlp_surrogate --out results/spiking
+}
+explain() {  # three scene classifiers (training seeds 0-2), each dissected; network 0's unit report as well
+  for s in 0 1 2; do
+    local out=results/explain/networks/seed$s run=runs/explain/scenes_resnet8_seed$s
+    if [ -f "$out/summary.json" ]; then continue; fi
+    leannet train recipes/explain/scenes_resnet8.yaml seed=$s name=scenes_resnet8_seed$s
+    mkdir -p "$out/train"
+    cp "$run"/{results.json,metrics.csv,config.yaml} "$out/train/"
+    python scripts/explain_experiment.py "$run" --layer layer3 --count 5000 --report-units 0 --timing-units 0 \
+      --out "$out"
+  done
+}
+
+sections=("$@")
+if [ ${#sections[@]} -eq 0 ]; then sections=(main rbn bn_only distill byot ke adashare spiking explain); fi
+for section in "${sections[@]}"; do
+  if ! declare -F "$section" >/dev/null || [ "$section" = copy_suite_pages ]; then
+    echo "reproduce.sh: unknown section '$section'; valid: main rbn bn_only distill byot ke adashare spiking" \
+      "explain spiking_paper" >&2
+    exit 2
+  fi
+  echo "== $section" && "$section"
+done
+leannet repro
