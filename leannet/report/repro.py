@@ -182,17 +182,25 @@ def _fmt(values: list[float], scale: float, digits: int = 2) -> str:
     return f"{mean.lstrip('-') if float(mean) == 0 else mean} ± {std}"
 
 
-def render_section(section: Section, root: Path) -> str:
-    out = [f"## {section.title}", ""]
-    for label, text in (("Paper", section.paper), ("Claim", section.claim), ("Setting", section.setting),
-                        ("Command", f"`{section.command}`" if section.command else "")):
-        if text:
-            out += [f"**{label}:** {text}", ""]
-    out += ["| row | n | final | best (labelled) |", "|---|---|---|---|"]
-    values: dict[str, list[float]] = {}
+def section_values(section: Section, root: Path) -> dict[str, list[float]]:
+    """Every row's values (final-epoch key) by row name."""
+    return {row.name: collect(row.files, row.key, root) if row.files else [] for row in section.rows}
+
+
+def claim_values(section: Section, claim: Claim, values: dict[str, list[float]]) -> tuple[list[float], list[float]]:
+    for name in (claim.a, claim.b):
+        if name not in values:
+            raise LeannetError(f"claim in section '{section.title}' names unknown row '{name}'; "
+                               f"rows: {', '.join(values)}")
+    return values[claim.a], values[claim.b]
+
+
+def render_rows(section: Section, root: Path, values: dict[str, list[float]] | None = None) -> str:
+    """The section's table: per row n, final mean ± std, and the best-checkpoint value where it has one."""
+    values = section_values(section, root) if values is None else values
+    out = ["| row | n | final | best (labelled) |", "|---|---|---|---|"]
     for row in section.rows:
-        vals = collect(row.files, row.key, root) if row.files else []
-        values[row.name] = vals
+        vals = values[row.name]
         if not vals:
             why = row.missing or (f"not run yet: `{section.command}`" if section.command else "not run yet")
             out.append(f"| {row.name} | – | {why} | – |")
@@ -202,15 +210,22 @@ def render_section(section: Section, root: Path) -> str:
         count = f"{len(vals)} {row.per}{'s' if len(vals) > 1 else ''}"
         out.append(f"| {row.name} | {count} | {_fmt(vals, row.scale, row.digits)}{unit} "
                    f"| {(_fmt(best, row.scale, row.digits) + unit) if best else '–'} |")
+    return "\n".join(out) + "\n"
+
+
+def render_section(section: Section, root: Path) -> str:
+    out = [f"## {section.title}", ""]
+    for label, text in (("Paper", section.paper), ("Claim", section.claim), ("Setting", section.setting),
+                        ("Command", f"`{section.command}`" if section.command else "")):
+        if text:
+            out += [f"**{label}:** {text}", ""]
+    values = section_values(section, root)
+    out.append(render_rows(section, root, values).rstrip("\n"))
     if section.claims:
         out += ["", "| claim | verdict |", "|---|---|"]
         for claim in section.claims:
-            for name in (claim.a, claim.b):
-                if name not in values:
-                    raise LeannetError(f"claim in section '{section.title}' names unknown row '{name}'; "
-                                       f"rows: {', '.join(values)}")
             text = claim.text or f"{claim.a} {claim.op} {claim.b}"
-            out.append(f"| {text} | {verdict(values[claim.a], values[claim.b], claim.op)} |")
+            out.append(f"| {text} | {verdict(*claim_values(section, claim, values), claim.op)} |")
     seconds, runs = section_seconds(section, root)
     if runs:
         budget = "" if section.in_total else "; not in the total: a paper-scale check outside the CPU budget"
@@ -234,7 +249,27 @@ def render_reproduction(spec: Spec, root: Path, spec_name: str) -> str:
         f"otherwise.\n\nMachine: {spec.machine}\n"
     )
     body = "\n".join(render_section(s, root) for s in spec.sections)
-    return HEADER.format(spec=spec_name) + intro + "\n" + render_costs(spec, root) + "\n" + body
+    return (HEADER.format(spec=spec_name) + intro + "\n## Summary\n\n" + render_headline(spec, root) + "\n"
+            + render_costs(spec, root) + "\n" + body)
+
+
+def render_headline(spec: Spec, root: Path) -> str:
+    """One line per claim of every section: both rows' mean ± std, n, and the verdict."""
+    lines = ["| paper | claim | measured (mean ± std, n) | verdict |", "|---|---|---|---|"]
+    for section in spec.sections:
+        values = section_values(section, root)
+        rows = {row.name: row for row in section.rows}
+        for claim in section.claims:
+            a, b = claim_values(section, claim, values)
+            shown = []
+            for name, vals in ((claim.a, a), (claim.b, b)):
+                row = rows[name]
+                unit = f" {row.unit}" if row.unit else ""
+                shown.append(f"{_fmt(vals, row.scale, row.digits)}{unit} (n {len(vals)})" if vals else "not run")
+            paper = section.paper.split(" (")[0] or section.title
+            text = claim.text or f"{claim.a} {claim.op} {claim.b}"
+            lines.append(f"| {paper} | {text} | {' vs '.join(shown)} | {verdict(a, b, claim.op)} |")
+    return "\n".join(lines) + "\n"
 
 
 def render_costs(spec: Spec, root: Path) -> str:
@@ -252,6 +287,26 @@ def render_costs(spec: Spec, root: Path) -> str:
         lines.append(f"| {section.title} | {runs} | {_hours(seconds)} | {'yes' if section.in_total else 'no'} |")
     lines.append(f"| **total** | | **{_hours(total)}** | |")
     return "\n".join(lines) + "\n"
+
+
+def readme_blocks(spec: Spec, root: Path) -> dict[str, str]:
+    """What README.md shows between its `<!-- repro:NAME -->` markers: the headline and the first section's rows."""
+    main = render_rows(spec.sections[0], root) if spec.sections else ""
+    return {"headline": render_headline(spec, root), "main": main}
+
+
+def fill_blocks(readme: str, blocks: dict[str, str]) -> str:
+    """`readme` with the text between `<!-- repro:NAME ... -->` and `<!-- /repro:NAME -->` replaced by blocks[NAME]
+    (markers that are absent are left alone)."""
+    for name, text in blocks.items():
+        start, end = f"<!-- repro:{name} ", f"<!-- /repro:{name} -->"
+        if start not in readme or end not in readme:
+            continue
+        head, rest = readme.split(start, 1)
+        opener, rest = rest.split("-->", 1)
+        _, tail = rest.split(end, 1)
+        readme = f"{head}{start}{opener}-->\n{text}{end}{tail}"
+    return readme
 
 
 def _ratio(data: Any, key: str) -> float | None:
@@ -287,7 +342,8 @@ def render_benchmarks(spec: Spec, root: Path, spec_name: str) -> str:
 
 
 def generate(spec_path: str | Path, root: str | Path = ".", check: bool = False) -> list[Path]:
-    """Write (or with `check`, compare) REPRODUCTION.md and BENCHMARKS.md in `root`; returns the stale files."""
+    """Write (or with `check`, compare) REPRODUCTION.md, BENCHMARKS.md and README.md's headline table (between
+    its markers) in `root`; returns the stale files."""
     root, spec_path = Path(root), Path(spec_path)
     spec = load_spec(spec_path)
     name = str(spec_path.relative_to(root) if spec_path.is_absolute() and spec_path.is_relative_to(root)
@@ -296,6 +352,9 @@ def generate(spec_path: str | Path, root: str | Path = ".", check: bool = False)
         root / "REPRODUCTION.md": render_reproduction(spec, root, name),
         root / "BENCHMARKS.md": render_benchmarks(spec, root, name),
     }
+    readme = root / "README.md"
+    if readme.is_file():
+        files[readme] = fill_blocks(readme.read_text(), readme_blocks(spec, root))
     stale = [path for path, text in files.items() if not path.is_file() or path.read_text() != text]
     if not check:
         for path in stale:

@@ -102,3 +102,30 @@ def test_training_time_table_sums_costs_and_keeps_out_of_budget_sections_out(tmp
     assert "| Paper | 2 | 1.33 h | no |" in text  # 3000 s + 1800 s
     assert "| **total** | | **0.10 h** | |" in text
     assert "**Training time:** 1.33 h over 2 runs" in text and "not in the total" in text
+
+
+def test_readme_blocks_are_filled_between_their_markers_and_checked(tmp_path):
+    for seed, (a, b) in enumerate([(0.9, 0.8), (0.92, 0.81), (0.91, 0.82)]):
+        for name, acc in (("a", a), ("b", b)):
+            run = tmp_path / "results" / name / f"seed{seed}"
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "results.json").write_text(json.dumps({"test_acc": acc}))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "sections:\n  - title: S\n    paper: 'Someone et al., 2020 (papers/x.md)'\n    command: make it\n"
+        "    rows: [{name: a, files: 'results/a/seed*/results.json'},\n"
+        "           {name: b, files: 'results/b/seed*/results.json'}]\n"
+        "    claims: [{a: a, op: '>', b: b, text: 'A beats B'}]\n"
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- repro:headline (generated) -->\nold\n<!-- /repro:headline -->\nmiddle\n"
+                      "<!-- repro:main (generated) -->\n<!-- /repro:main -->\nend\n")
+    generate(spec, root=tmp_path)
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- repro:headline (generated) -->\n| paper | claim |") and "old" not in text
+    assert "| Someone et al., 2020 | A beats B | 91.00 ± 1.00 % (n 3) vs 81.00 ± 1.00 % (n 3) | reproduced |" in text
+    assert "middle\n<!-- repro:main (generated) -->\n| row | n | final |" in text and text.endswith("end\n")
+    assert "| a | 3 seeds | 91.00 ± 1.00 % | – |\n| b | 3 seeds | 81.00 ± 1.00 % | – |\n<!-- /repro:main -->" in text
+    assert generate(spec, root=tmp_path, check=True) == []
+    readme.write_text(text.replace("reproduced", "edited by hand"))
+    assert generate(spec, root=tmp_path, check=True) == [readme]
