@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -79,10 +80,11 @@ def main() -> None:
         f"model.name={args.model}", f"trainer.max_epochs={args.epochs}", "trainer.progress=none",
         f"trainer.limit_train_batches={args.batches}", "data.val_size=0",
     ])
-    plain, lean = [], []
+    plain, lean, load = [], [], [os.getloadavg()[0]]
     for _ in range(args.rounds):
         plain.append(plain_loop(config, args.batches, args.epochs))
         lean.append(leannet_loop(config, args.batches, args.epochs))
+        load.append(os.getloadavg()[0])
         print(f"plain {plain[-1]:.0f} img/s   leannet {lean[-1]:.0f} img/s   ratio {lean[-1] / plain[-1]:.3f}")
     ratios = [b / a for a, b in zip(plain, lean, strict=True)]
     result = {
@@ -90,6 +92,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "plain_images_per_s": statistics.median(plain), "leannet_images_per_s": statistics.median(lean),
         "ratio_median": statistics.median(ratios), "ratios": ratios,
+        "load_average": load,  # 1-minute load before and after each round: other jobs skew the ratio
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

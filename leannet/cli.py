@@ -81,7 +81,9 @@ def cmd_repro(args: argparse.Namespace) -> None:
     names = ", ".join(p.name for p in stale)
     if args.check and stale:
         raise LeannetError(f"{names} out of date with the committed results; run `leannet repro` and commit")
-    print(f"wrote {names}" if stale else "REPRODUCTION.md and BENCHMARKS.md are up to date")
+    print(f"wrote {names}" if stale else "REPRODUCTION.md, BENCHMARKS.md and README.md's tables are up to date")
+
+
 def cmd_explain(args: argparse.Namespace) -> None:
     from leannet.explain.report import explain_run
 
@@ -146,7 +148,8 @@ def parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("repro", help="regenerate REPRODUCTION.md and BENCHMARKS.md from committed results",
                         description="Read the spec and the result files under results/ and benchmarks/results/, "
-                        "and write REPRODUCTION.md and BENCHMARKS.md (never edit those by hand).")
+                        "and write REPRODUCTION.md, BENCHMARKS.md and the tables between README.md's "
+                        "<!-- repro:NAME --> markers (never edit those by hand).")
     rp.add_argument("--spec", default="recipes/reproduction.yaml", help="the sections and benchmarks to report")
     rp.add_argument("--root", default=".", help="repository root holding results/ (default: .)")
     rp.add_argument("--check", action="store_true", help="only check that the files are up to date (exit 2 if not)")

@@ -85,11 +85,14 @@ class Benchmark:
     what: str = ""
     aim: str = ""
     machine: str = "device"  # dotted key describing the machine in the JSON, if present
+    spread: list[str] = field(default_factory=list)  # a key holding per-round ratios, or the keys of min and max
+    load: str = ""  # dotted key of the load average recorded with the measurement (a number or a list)
 
 
 @dataclass
 class Spec:
     machine: str = ""
+    timing_note: str = ""  # shown under the training-time table: how loaded the machine was
     sections: list[Section] = field(default_factory=list)
     benchmarks: list[Benchmark] = field(default_factory=list)
 
@@ -286,6 +289,8 @@ def render_costs(spec: Spec, root: Path) -> str:
         total += seconds if section.in_total else 0.0
         lines.append(f"| {section.title} | {runs} | {_hours(seconds)} | {'yes' if section.in_total else 'no'} |")
     lines.append(f"| **total** | | **{_hours(total)}** | |")
+    if spec.timing_note:
+        lines += ["", spec.timing_note.strip()]
     return "\n".join(lines) + "\n"
 
 
@@ -317,27 +322,39 @@ def _ratio(data: Any, key: str) -> float | None:
     return float(parts[0]) / float(parts[1]) if len(parts) == 2 else float(parts[0])
 
 
+def _spread(data: Any, keys: list[str]) -> str:
+    """min–max of the per-round ratios (one key holding a list, or two keys: min and max); '–' without."""
+    values = [lookup(data, k) for k in keys]
+    if not values or any(v is None for v in values):
+        return "–"
+    flat = [float(x) for v in values for x in (v if isinstance(v, list) else [v])]
+    return f"{min(flat):.2f}–{max(flat):.2f}"
+
+
 def render_benchmarks(spec: Spec, root: Path, spec_name: str) -> str:
     lines = [
         HEADER.format(spec=spec_name) + "# Benchmarks\n",
         "Each ratio comes from one run of its command (paired measurements in one process), read from "
         f"the JSON file it wrote. Machine: {spec.machine}\n",
-        "| benchmark | ratio | aim | what | machine | command |",
-        "|---|---|---|---|---|---|",
+        "| benchmark | ratio | range over rounds | aim | what | machine | command |",
+        "|---|---|---|---|---|---|---|",
     ]
     for bench in spec.benchmarks:
         path = root / bench.file
         if not path.is_file():
-            lines.append(f"| {bench.title} | not run yet | {bench.aim} | {bench.what} | – | `{bench.command}` |")
+            lines.append(f"| {bench.title} | not run yet | – | {bench.aim} | {bench.what} | – | `{bench.command}` |")
             continue
         data = json.loads(path.read_text())
         ratio = _ratio(data, bench.ratio)
         if ratio is None:
             raise LeannetError(f"{path} has no key '{bench.ratio}'; fix `ratio` in {spec_name} or re-run "
                                f"`{bench.command}`")
-        machine = lookup(data, bench.machine) or "–"
-        lines.append(f"| {bench.title} | {float(ratio):.2f}× | {bench.aim} | {bench.what} | {machine} "
-                     f"| `{bench.command}` |")
+        machine = [str(lookup(data, bench.machine) or "")]
+        load = lookup(data, bench.load) if bench.load else None
+        if load is not None:
+            machine.append(f"load avg {max(load) if isinstance(load, list) else load:.1f}")
+        lines.append(f"| {bench.title} | {float(ratio):.2f}× | {_spread(data, bench.spread)} | {bench.aim} "
+                     f"| {bench.what} | {', '.join(m for m in machine if m) or '–'} | `{bench.command}` |")
     return "\n".join(lines) + "\n"
 
 

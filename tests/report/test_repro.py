@@ -47,7 +47,8 @@ def test_generate_writes_tables_verdicts_and_missing_rows(tmp_path, capsys):
             run = tmp_path / "results" / name / f"seed{seed}"
             run.mkdir(parents=True)
             (run / "results.json").write_text(json.dumps({"test_acc": acc, "test_acc_at_best_val": acc + 0.01}))
-    (tmp_path / "bench.json").write_text(json.dumps({"ratio": 1.234, "device": "cpu", "n": {"a": 1, "b": 4}}))
+    (tmp_path / "bench.json").write_text(json.dumps({"ratio": 1.234, "device": "cpu", "n": {"a": 1, "b": 4},
+                                                     "rs": [1.3, 1.1, 1.2], "load": [0.5, 2.25]}))
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         "machine: test box\nsections:\n  - title: S\n    command: make it\n    rows:\n"
@@ -55,7 +56,7 @@ def test_generate_writes_tables_verdicts_and_missing_rows(tmp_path, capsys):
         "      - {name: b, files: 'results/b/seed*/results.json'}\n"
         "      - {name: c, files: 'results/c/seed*/results.json'}\n"
         "    claims: [{a: a, op: '>', b: b}, {a: c, op: '>', b: b}]\n"
-        "benchmarks:\n  - {title: B, command: run b, file: bench.json, ratio: ratio}\n"
+        "benchmarks:\n  - {title: B, command: run b, file: bench.json, ratio: ratio, spread: [rs], load: load}\n"
         "  - {title: Missing, command: run m, file: none.json, ratio: ratio}\n"
         "  - {title: Quotient, command: run q, file: bench.json, ratio: 'n.a / n.b'}\n"
     )
@@ -65,7 +66,8 @@ def test_generate_writes_tables_verdicts_and_missing_rows(tmp_path, capsys):
     assert "| c | – | not run yet: `make it` | – |" in text
     assert "| a > b | reproduced |" in text and "| c > b | not run |" in text
     bench = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "| B | 1.23× |" in bench and "| Missing | not run yet |" in bench and "| Quotient | 0.25× |" in bench
+    assert "| B | 1.23× | 1.10–1.30 |" in bench and "| cpu, load avg 2.2 |" in bench
+    assert "| Missing | not run yet |" in bench and "| Quotient | 0.25× |" in bench
     assert main(["repro", "--spec", str(spec), "--root", str(tmp_path), "--check"]) == 0
     (tmp_path / "results" / "b" / "seed0" / "results.json").write_text(json.dumps({"test_acc": 0.95}))
     assert main(["repro", "--spec", str(spec), "--root", str(tmp_path), "--check"]) == 2
