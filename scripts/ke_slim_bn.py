@@ -2,6 +2,7 @@
 statistics re-estimated on the training images (one no-grad pass, no weight changes).
 
     PYTHONPATH=. python scripts/ke_slim_bn.py runs/ke/fewshot50/ke/seed0 ... --out results/ke/slim_bn_recal.json
+    PYTHONPATH=. python scripts/ke_slim_bn.py runs/ke/fewshot50/ke/seed2 --append   # add a seed to the file
 
 The slim network drops the reset part's contribution to the fit channels, so the dense running
 statistics no longer describe its activations; this separates that mismatch from the weights' quality.
@@ -38,9 +39,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("results/ke/slim_bn_recal.json"))
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows of other runs already in --out (add seeds one sitting at a time)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = []
+    given = {str(run) for run in args.runs}
+    rows = ([r for r in json.loads(args.out.read_text()) if r["run"] not in given]
+            if args.append and args.out.is_file() else [])
     for run in args.runs:
         config = load_recipe(run / "config.yaml")
         d = config.data

@@ -53,8 +53,8 @@ def aggregate(run_dirs: Iterable[Path]) -> list[dict[str, Any]]:
         named = [k for k in runs[0] if k.startswith("test_acc_") and k != "test_acc_at_best_val"]
         row["outputs"] = {k.removeprefix("test_acc_"): mean_std([r[k] for r in runs if r.get(k) is not None])
                           for k in named if any(r.get(k) is not None for r in runs)}
-        row["params"] = runs[0].get("params")
-        row["trainable_params"] = runs[0].get("trainable_params")
+        for key in ("params", "trainable_params"):  # older result files may lack a count
+            row[key] = next((r[key] for r in runs if r.get(key) is not None), None)
         row["epochs"] = runs[0].get("epochs")
         rows.append(row)
     return rows
@@ -62,6 +62,10 @@ def aggregate(run_dirs: Iterable[Path]) -> list[dict[str, Any]]:
 
 def _pct(value: tuple[float, float] | None) -> str:
     return "–" if value is None else f"{100 * value[0]:.2f} ± {100 * value[1]:.2f}"
+
+
+def _count(value: int | None) -> str:
+    return "–" if value is None else f"{value:,}"
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -77,7 +81,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"| {row['name']} | {row['seeds']} | {row['epochs']} | {_pct(row.get('test_acc'))} "
             f"| {_pct(row.get('test_acc_at_best_val'))} | {_pct(row.get('best_val_acc'))} "
             f"| {f'{sec[0]:.1f}' if sec else '–'} | {f'{rate[0]:.0f}' if rate else '–'} "
-            f"| {row['params']:,} ({row['trainable_params']:,}) |"
+            f"| {_count(row.get('params'))} ({_count(row.get('trainable_params'))}) |"
         )
     return "\n".join(lines)
 

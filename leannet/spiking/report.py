@@ -17,27 +17,42 @@ def _is_spiking(run_dir: Path) -> bool:
     return config.is_file() and str(read_yaml(config).get("model", {}).get("name", "")).startswith("snn_")
 
 
+def _variant(run_dir: Path) -> str:
+    return run_dir.parent.name if run_dir.name.startswith("seed") else run_dir.name
+
+
 def plot_firing_rates(run_dirs: list[Path], path: Path) -> Path | None:
-    """Training firing rate (spikes per neuron per step) of every spiking layer, per epoch and run."""
+    """Training firing rate (spikes per neuron per step) per epoch: one panel per spiking layer, one line per
+    variant (mean over its seeds, min–max band)."""
     import matplotlib.pyplot as plt
+    import numpy as np
 
     from leannet.train.run import epoch_metrics
 
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    drawn = False
+    series: dict[tuple[str, int], list[list[float]]] = {}
     for run_dir in run_dirs:
         rows = epoch_metrics(run_dir)
-        layers = sorted({k for row in rows for k in row if k.startswith("train/rate/")}, key=lambda k: int(k[11:]))
-        for key in layers:
+        for key in sorted({k for row in rows for k in row if k.startswith("train/rate/")}):
             values = [row[key] for row in rows if key in row]
-            ax.plot(range(1, len(values) + 1), values, marker=".", label=f"{run_dir.parent.name}/{run_dir.name} "
-                    f"layer {key[11:]}")
-            drawn = True
-    if not drawn:
-        plt.close(fig)
+            series.setdefault((_variant(run_dir), int(key[11:])), []).append(values)
+    if not series:
         return None
-    ax.set(xlabel="epoch", ylabel="firing rate (spikes / neuron / step)", title="firing rate per spiking layer")
-    ax.legend(fontsize=6)
+    layers = sorted({layer for _, layer in series})
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.4 * len(layers), 3.4), squeeze=False, sharey=True)
+    for ax, layer in zip(axes[0], layers, strict=True):
+        for (variant, at), runs in series.items():
+            if at != layer:
+                continue
+            epochs = min(map(len, runs))
+            values = np.array([r[:epochs] for r in runs])
+            x = np.arange(1, epochs + 1)
+            ax.plot(x, values.mean(0), marker=".", label=f"{variant} (n {len(runs)})")
+            if len(runs) > 1:
+                ax.fill_between(x, values.min(0), values.max(0), alpha=0.15)
+        ax.set(title=f"spiking layer {layer}", xlabel="epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("firing rate (spikes / neuron / step)")
+    axes[0][-1].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -77,7 +92,7 @@ def spike_raster(run_dir: Path, path: Path, image: int = 0, neurons: int = 64) -
 
 @register_section
 def spiking_section(run_dirs: list[Path], out: Path) -> str | None:
-    """Report section: firing-rate curves of all spiking runs and a raster of the first one."""
+    """Report section: firing-rate curves of all spiking runs and a raster of the first one with checkpoints."""
     runs = [r for r in run_dirs if _is_spiking(r)]
     if not runs:
         return None
@@ -85,6 +100,10 @@ def spiking_section(run_dirs: list[Path], out: Path) -> str | None:
     rates = plot_firing_rates(runs, out / "firing_rates.png")
     if rates:
         lines.append(f"![firing rate per layer]({rates.name})")
-    raster = spike_raster(runs[0], out / "spike_raster.png")
-    lines.append(f"![spike raster of {runs[0].name}]({raster.name})")
+    trained = [r for r in runs if (r / "checkpoints" / "last.ckpt").is_file()]  # published copies have none
+    if trained:
+        raster = spike_raster(trained[0], out / "spike_raster.png")
+        lines.append(f"![spike raster of {trained[0].parent.name}/{trained[0].name}]({raster.name})")
+    else:
+        lines.append("(no spike raster: none of these runs has its checkpoints)")
     return "\n\n".join(lines)

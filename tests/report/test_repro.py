@@ -102,7 +102,8 @@ def test_training_time_table_sums_costs_and_keeps_out_of_budget_sections_out(tmp
     text = (tmp_path / "REPRODUCTION.md").read_text()
     assert "| Small | 2 | 0.10 h | yes |" in text  # 360 s
     assert "| Paper | 2 | 1.33 h | no |" in text  # 3000 s + 1800 s
-    assert "| **total** | | **0.10 h** | |" in text
+    assert "| **total** (one run at a time) | | **0.10 h** | |" in text
+    assert "| two runs side by side on the 2 cores | | ≈ 0.05 h | |" in text
     assert "**Training time:** 1.33 h over 2 runs" in text and "not in the total" in text
 
 

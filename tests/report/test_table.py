@@ -55,3 +55,15 @@ def test_named_outputs_table(tmp_path):
     table = outputs_table(rows)
     assert "| byot | exit1 | 60.00 ± 14.14 |" in table and "| byot | ensemble | 85.00 ± 7.07 |" in table
     assert "| ce |" not in table and outputs_table([r for r in rows if r["name"] == "ce"]) == ""
+
+
+def test_table_tolerates_older_result_files_without_counts_or_timing(tmp_path):
+    old = fake_run(tmp_path, "ke", 0, 0.70, 0.70)
+    results = json.loads((old / "results.json").read_text())
+    for key in ("trainable_params", "epoch_seconds", "images_per_s"):
+        results[key] = None
+    (old / "results.json").write_text(json.dumps(results))
+    fake_run(tmp_path, "ke", 1, 0.72, 0.72)
+    assert "| ke | 2 | 3 | 71.00 ± 1.41 |" in markdown_table(aggregate(find_runs([tmp_path])))
+    (tmp_path / "ke" / "seed1" / "results.json").write_text(json.dumps(results))
+    assert "| 1,234 (–) |" in markdown_table(aggregate(find_runs([tmp_path])))

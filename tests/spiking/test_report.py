@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from leannet.config import load_recipe
 from leannet.report import report
 from leannet.train import train
@@ -17,3 +19,10 @@ def test_report_has_spiking_section(tmp_path):
     assert "## Spiking networks" in text
     assert (tmp_path / "report" / "firing_rates.png").stat().st_size > 1000
     assert (tmp_path / "report" / "spike_raster.png").stat().st_size > 1000
+    # a published copy (results.json, metrics.csv, config.yaml; no checkpoints) still gets the rate curves
+    published = tmp_path / "published" / "snn" / "seed0"
+    published.mkdir(parents=True)
+    for name in ("results.json", "metrics.csv", "config.yaml"):
+        shutil.copyfile(tmp_path / "runs" / "snn" / name, published / name)
+    text = report([tmp_path / "published"], out=tmp_path / "report2")
+    assert "no spike raster" in text and (tmp_path / "report2" / "firing_rates.png").stat().st_size > 1000
