@@ -38,7 +38,7 @@ def cmd_suite(args: argparse.Namespace) -> None:
     from leannet.report import report
     from leannet.train.suite import load_suite, run_suite
 
-    runs = run_suite(args.suite, args.overrides, dry_run=args.dry_run)
+    runs = run_suite(args.suite, args.overrides, dry_run=args.dry_run, reuse_published=args.reuse_published)
     if args.dry_run:
         return
     suite, _ = load_suite(args.suite, args.overrides)
@@ -131,6 +131,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("suite", help="suite YAML, e.g. recipes/suites/main.yaml")
     s.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
     s.add_argument("--dry-run", action="store_true", help="list the runs and their status only")
+    s.add_argument("--reuse-published", action="store_true",
+                   help="count runs whose results are already copied to the suite's results_dir as done "
+                   "(a fresh clone then trains only the missing ones)")
     s.set_defaults(func=cmd_suite)
 
     e = sub.add_parser("eval", help="evaluate a trained run on a test set")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole reproduction report: every section's command, then `leannet repro` (REPRODUCTION.md and
 # BENCHMARKS.md from the committed results). Incremental: suites skip runs already published under
-# results/, so in a fresh clone only the missing runs train, and an interrupted call resumes.
+# results/ (--reuse-published), so in a fresh clone only the missing runs train; an interrupted call resumes.
 #   bash scripts/reproduce.sh                 # every in-budget section, then the report
 #   bash scripts/reproduce.sh distill byot    # some sections (names below), then the report
 # Sections: main rbn bn_only distill byot ke adashare spiking explain; `spiking_paper` (about 3.4 h on one
@@ -18,16 +18,18 @@ copy_suite_pages() {  # the suite report's pages next to the published runs
   done
 }
 
-main() { leannet suite recipes/suites/main.yaml; copy_suite_pages runs/main results/main; }
-rbn() { leannet suite recipes/norm/rbn_fashion.yaml; }
+main() { leannet suite --reuse-published recipes/suites/main.yaml; copy_suite_pages runs/main results/main; }
+rbn() { leannet suite --reuse-published recipes/norm/rbn_fashion.yaml; }
 bn_only() {
-  for s in depth width baselines; do leannet suite "recipes/norm/bn_only_$s.yaml"; done
+  for s in depth width baselines; do leannet suite --reuse-published "recipes/norm/bn_only_$s.yaml"; done
 }
-distill() { leannet suite recipes/distill/suite_fashion_mnist.yaml trainer.threads=1; }
-byot() { leannet suite recipes/byot/suite_fashion_mnist.yaml trainer.threads=1; }
+distill() { leannet suite --reuse-published recipes/distill/suite_fashion_mnist.yaml trainer.threads=1; }
+byot() { leannet suite --reuse-published recipes/byot/suite_fashion_mnist.yaml trainer.threads=1; }
 ke() {
-  leannet suite recipes/ke/suite_fewshot50.yaml
-  leannet suite recipes/ke/suite_fewshot100.yaml
+  leannet suite --reuse-published recipes/ke/suite_fewshot50.yaml
+  leannet suite --reuse-published recipes/ke/suite_fewshot100.yaml
+  local trained=(runs/ke/fewshot*/ke/seed*)  # slim with re-estimated BN needs the checkpoints: local runs only
+  if [ -d "${trained[0]}" ]; then python scripts/ke_slim_bn.py "${trained[@]}" --append; fi
   python scripts/ke_report.py results/ke/fewshot50 results/ke/fewshot100 --out results/ke \
     --recal results/ke/slim_bn_recal.json
 }
@@ -40,7 +42,7 @@ adashare() {
     --out results/adashare_search
 }
 spiking() {
-  leannet suite recipes/spiking/suite_fallback.yaml trainer.threads=1
+  leannet suite --reuse-published recipes/spiking/suite_fallback.yaml trainer.threads=1
   copy_suite_pages runs/spiking/fallback results/spiking/fallback
 }
 spiking_paper() {

@@ -10,6 +10,9 @@ Rows with no files say so, with the command that fills them. A claim compares tw
     not reproduced  the opposite sign beyond 2 standard errors
     inconclusive    otherwise (or fewer than 2 seeds in a row)
 
+A `paired` claim compares values measured on the same seeds, networks or units (e.g. generation 5 vs
+generation 1 of the same runs) and uses the standard error of the per-pair differences.
+
 Benchmarks are ratios read from `benchmarks/results/*.json` (one run each, paired measurements).
 """
 
@@ -51,6 +54,7 @@ class Claim:
     op: str  # ">" or "<": the paper says row a is higher (lower) than row b
     b: str
     text: str = ""
+    paired: bool = False  # the rows' values pair up (same seeds / networks / units, in the same order)
 
 
 @dataclass
@@ -162,17 +166,25 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
-def verdict(a: list[float], b: list[float], op: str) -> str:
-    """Compare two rows' means against 2 standard errors of their difference (see the module doc)."""
+def verdict(a: list[float], b: list[float], op: str, paired: bool = False) -> str:
+    """Compare two rows' means against 2 standard errors of their difference (see the module doc).
+
+    `paired`: a[i] and b[i] are measured on the same seed, network or unit (e.g. generation 5 vs 1 of one
+    run), so the standard error is that of the mean of the differences a[i] - b[i]."""
     if op not in (">", "<"):
         raise LeannetError(f"claim operator must be '>' or '<', got {op!r}")
     if not a or not b:
         return "not run"
     if len(a) < 2 or len(b) < 2:
         return "inconclusive (one seed)"
+    if paired and len(a) != len(b):
+        raise LeannetError(f"a paired claim needs rows of equal length, got {len(a)} and {len(b)} values")
     (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
     diff = (ma - mb) if op == ">" else (mb - ma)
-    se = math.sqrt(sa**2 / len(a) + sb**2 / len(b))
+    if paired:
+        se = mean_std([x - y for x, y in zip(a, b, strict=True)])[1] / math.sqrt(len(a))
+    else:
+        se = math.sqrt(sa**2 / len(a) + sb**2 / len(b))
     if diff > 2 * se:
         return "reproduced"
     if diff < -2 * se:
@@ -227,8 +239,8 @@ def render_section(section: Section, root: Path) -> str:
     if section.claims:
         out += ["", "| claim | verdict |", "|---|---|"]
         for claim in section.claims:
-            text = claim.text or f"{claim.a} {claim.op} {claim.b}"
-            out.append(f"| {text} | {verdict(*claim_values(section, claim, values), claim.op)} |")
+            text = (claim.text or f"{claim.a} {claim.op} {claim.b}") + (" (paired)" if claim.paired else "")
+            out.append(f"| {text} | {verdict(*claim_values(section, claim, values), claim.op, claim.paired)} |")
     seconds, runs = section_seconds(section, root)
     if runs:
         budget = "" if section.in_total else "; not in the total: a paper-scale check outside the CPU budget"
@@ -270,8 +282,8 @@ def render_headline(spec: Spec, root: Path) -> str:
                 unit = f" {row.unit}" if row.unit else ""
                 shown.append(f"{_fmt(vals, row.scale, row.digits)}{unit} (n {len(vals)})" if vals else "not run")
             paper = section.paper.split(" (")[0] or section.title
-            text = claim.text or f"{claim.a} {claim.op} {claim.b}"
-            lines.append(f"| {paper} | {text} | {' vs '.join(shown)} | {verdict(a, b, claim.op)} |")
+            text = (claim.text or f"{claim.a} {claim.op} {claim.b}") + (" (paired)" if claim.paired else "")
+            lines.append(f"| {paper} | {text} | {' vs '.join(shown)} | {verdict(a, b, claim.op, claim.paired)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -14,10 +14,11 @@ A suite file:
 Run `variant` with seed `s` lands in `out_dir/variant/seed{s}`. Runs whose `results.json` exists are
 skipped and runs with a `last.ckpt` are resumed, so a long suite can be spread over several sittings.
 With `results_dir`, each finished run's small files (results.json, metrics.csv, config.yaml; never
-checkpoints) are copied to `results_dir/variant/seed{s}/`, the layout the reproduction report reads,
-and a run already published there counts as done too: a fresh clone with the committed `results/`
-trains only the missing runs. (A run that others use as a teacher needs its checkpoints, which are
-never published: delete its published copy to train it again.)
+checkpoints) are copied to `results_dir/variant/seed{s}/`, the layout the reproduction report reads.
+With `reuse_published` (`leannet suite --reuse-published`), a run already published there counts as
+done too, so a fresh clone with the committed `results/` trains only the missing runs (a run that
+others use as a teacher needs its checkpoints, which are never published: delete its published copy
+to train it again). Without it, a fresh clone trains every run and overwrites the published copies.
 """
 
 from __future__ import annotations
@@ -69,8 +70,11 @@ class SuiteRun:
         return self.published_dir
 
 
-def load_suite(path: str | Path, overrides: list[str] = ()) -> tuple[SuiteConfig, list[SuiteRun]]:
-    """Expand a suite file into its runs; `overrides` (key=value) apply to every run."""
+def load_suite(
+    path: str | Path, overrides: list[str] = (), reuse_published: bool = False
+) -> tuple[SuiteConfig, list[SuiteRun]]:
+    """Expand a suite file into its runs; `overrides` (key=value) apply to every run; with `reuse_published`,
+    runs whose copy lies in `results_dir` count as done."""
     path = Path(path)
     try:
         suite = OmegaConf.merge(OmegaConf.structured(SuiteConfig), read_yaml(path))
@@ -90,7 +94,8 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> tuple[SuiteConfig
                 base, suite.overrides, changes or {}, {"name": variant, "seed": seed}, cli,
                 source=f"{path} (variant {variant})",
             )
-            published = Path(suite.results_dir) / variant / f"seed{seed}" if suite.results_dir else None
+            published = (Path(suite.results_dir) / variant / f"seed{seed}"
+                         if suite.results_dir and reuse_published else None)
             runs.append(SuiteRun(variant, seed, Path(suite.out_dir) / variant / f"seed{seed}", config, published))
     return OmegaConf.to_object(suite), runs
 
@@ -108,11 +113,13 @@ def publish(run: SuiteRun, results_dir: str | Path) -> Path:
     return target
 
 
-def run_suite(path: str | Path, overrides: list[str] = (), dry_run: bool = False) -> list[SuiteRun]:
+def run_suite(
+    path: str | Path, overrides: list[str] = (), dry_run: bool = False, reuse_published: bool = False
+) -> list[SuiteRun]:
     """Train every run of a suite that has no results yet (publishing each to `results_dir`); returns all runs."""
     from leannet.train.run import train
 
-    suite, runs = load_suite(path, overrides)
+    suite, runs = load_suite(path, overrides, reuse_published)
     for k, run in enumerate(runs, 1):
         local = (run.run_dir / "results.json").is_file()
         status = ("done" if local else "published" if run.published

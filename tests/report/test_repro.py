@@ -24,6 +24,12 @@ def test_verdict_rules():
     assert verdict([], [0.8], ">") == "not run"
     with pytest.raises(LeannetError, match="'>' or '<'"):
         verdict([1.0], [1.0], ">=")
+    # each pair moves by +0.01 while the seeds spread widely: unpaired cannot tell, paired can
+    a, b = [0.61, 0.71, 0.81], [0.60, 0.70, 0.80]
+    assert verdict(a, b, ">") == "inconclusive" and verdict(a, b, ">", paired=True) == "reproduced"
+    assert verdict([0.60, 0.71, 0.79], b, ">", paired=True) == "inconclusive"  # differences 0, +0.01, −0.01
+    with pytest.raises(LeannetError, match="equal length"):
+        verdict([0.1, 0.2], [0.1, 0.2, 0.3], ">", paired=True)
 
 
 def test_lookup_and_collect(tmp_path):

@@ -77,13 +77,14 @@ def test_finished_runs_are_published_without_checkpoints(tmp_path):
 def test_published_runs_count_as_done_in_a_fresh_checkout(tmp_path, capsys):
     results = tmp_path / "published"
     path = write_suite(tmp_path, extra=f"results_dir: {results}\n")
-    _, runs = load_suite(path)
+    assert all(r.published_dir is None for r in load_suite(path)[1])  # only when asked
+    _, runs = load_suite(path, reuse_published=True)
     for run in runs:
         run.published_dir.mkdir(parents=True)
         (run.published_dir / "results.json").write_text(json.dumps({"name": run.variant}))
     assert all(r.done and r.result_dir == r.published_dir for r in runs)
-    run_suite(path)  # would train (and fail without data) if it did not skip
+    assert main(["suite", str(path), "--reuse-published"]) == 0  # would train (and fail without data) otherwise
     assert capsys.readouterr().out.count(": published (") == 4
-    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "out").glob("*/seed*"))  # nothing trained; only the report was written
     (runs[0].published_dir / "results.json").unlink()
     assert not runs[0].done and runs[0].result_dir == runs[0].run_dir
