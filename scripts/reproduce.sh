@@ -22,6 +22,10 @@ main() { leannet suite --reuse-published recipes/suites/main.yaml; copy_suite_pa
 rbn() { leannet suite --reuse-published recipes/norm/rbn_fashion.yaml; }
 bn_only() {
   for s in depth width baselines; do leannet suite --reuse-published "recipes/norm/bn_only_$s.yaml"; done
+  if [ ! -f results/norm/bn_only/gamma/gamma.json ]; then  # γ analysis: needs checkpoints, so its own runs
+    leannet suite recipes/norm/bn_only_gamma.yaml trainer.threads=1
+    python -m leannet.norm.analysis gamma runs/norm/bn_only_gamma --out results/norm/bn_only/gamma
+  fi
 }
 distill() { leannet suite --reuse-published recipes/distill/suite_fashion_mnist.yaml trainer.threads=1; }
 byot() { leannet suite --reuse-published recipes/byot/suite_fashion_mnist.yaml trainer.threads=1; }

@@ -105,7 +105,7 @@ def _test_batches(built: Any, limit: int | None) -> Iterable[Tensor]:
 
 
 def analyze_gamma(run_dirs: list[Path], out: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """γ statistics and dead ReLUs of trained runs, grouped by run name (mean over seeds)."""
+    """γ statistics and dead ReLUs of trained runs, grouped by run name (mean, std and every seed's values)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,6 +132,7 @@ def analyze_gamma(run_dirs: list[Path], out: Path, limit: int | None = None) -> 
         for key in runs[0]:
             if key != "trainable_params":
                 row[key] = mean_std([r[key] for r in runs])
+        row["per_seed"] = runs
         rows.append(row)
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.5, 3.8))

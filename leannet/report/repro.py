@@ -110,19 +110,24 @@ def load_spec(path: str | Path) -> Spec:
 
 
 def lookup(data: Any, key: str) -> Any:
-    """`data["a"]["b"]` (or list index) for key "a.b"; "*" maps over a list; None when a part is missing."""
+    """`data["a"]["b"]` (or list index) for key "a.b"; "*" maps over a list; None when a part is missing.
+    A dict key that itself holds dots ("below_0.01") is matched too: the longest run of parts that is a key."""
     parts = key.split(".")
-    for k, part in enumerate(parts):
-        if part == "*" and isinstance(data, list):
-            rest = ".".join(parts[k + 1:])
-            return [v for v in (lookup(item, rest) if rest else item for item in data) if v is not None]
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
-            data = data[int(part)]
-        else:
-            return None
-    return data
+    if not parts or parts == [""]:
+        return data
+    head = parts[0]
+    if head == "*" and isinstance(data, list):
+        rest = ".".join(parts[1:])
+        return [v for v in (lookup(item, rest) if rest else item for item in data) if v is not None]
+    if isinstance(data, dict):
+        for end in range(len(parts), 0, -1):
+            name = ".".join(parts[:end])
+            if name in data:
+                return lookup(data[name], ".".join(parts[end:])) if end < len(parts) else data[name]
+        return None
+    if isinstance(data, list) and head.isdigit() and int(head) < len(data):
+        return lookup(data[int(head)], ".".join(parts[1:])) if len(parts) > 1 else data[int(head)]
+    return None
 
 
 def collect(pattern: str, key: str, root: Path) -> list[float]:

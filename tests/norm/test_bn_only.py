@@ -144,6 +144,7 @@ def test_recipe_freeze_section_trainable_count_and_analysis(tiny_recipe, tmp_pat
 
     rows = analyze_gamma([tmp_path / "run"], tmp_path / "out", limit=100)
     assert rows[0]["name"] == "tiny" and 0 <= rows[0]["dead_relu_units"][0] <= 1
+    assert [r["dead_relu_units"] for r in rows[0]["per_seed"]] == [rows[0]["dead_relu_units"][0]]  # one seed
     assert (tmp_path / "out" / "gamma_hist.png").stat().st_size > 1000
     assert "dead relu units" in (tmp_path / "out" / "gamma.md").read_text()
     result = analyze_rbn_std(tmp_path / "run", "layer2.0.bn1", tmp_path / "out", images=64)

@@ -35,6 +35,8 @@ def test_verdict_rules():
 def test_lookup_and_collect(tmp_path):
     assert lookup({"a": {"b": [1, 2]}}, "a.b.1") == 2 and lookup({"a": 1}, "a.c") is None
     assert lookup([{"iou": 0.1}, {"x": 1}, {"iou": 0.3}], "*.iou") == [0.1, 0.3]
+    assert lookup([{"runs": [{"below_0.01": 0.2}, {"below_0.01": 0.4}]}], "0.runs.*.below_0.01") == [0.2, 0.4]
+    assert lookup({"a": {"0": {"b": 1}}}, "a.0.b") == 1 and lookup({"a": [5]}, "a.0") == 5
     for seed, acc in enumerate([0.5, 0.7]):
         (tmp_path / f"seed{seed}").mkdir()
         (tmp_path / f"seed{seed}" / "results.json").write_text(json.dumps({"exits": {"1": acc}}))
