@@ -19,16 +19,26 @@ copy_suite_pages() {  # the suite report's pages next to the published runs
 }
 
 main() { leannet suite --reuse-published recipes/suites/main.yaml; copy_suite_pages runs/main results/main; }
-rbn() { leannet suite --reuse-published recipes/norm/rbn_fashion.yaml; }
+rbn() {
+  leannet suite --reuse-published recipes/norm/rbn_fashion.yaml
+  leannet report results/norm/rbn --out results/norm/rbn --title "RBN vs BN on Fashion-MNIST (ResNet-20)"
+}
 bn_only() {
   for s in depth width baselines; do leannet suite --reuse-published "recipes/norm/bn_only_$s.yaml"; done
+  leannet report results/norm/bn_only --out results/norm/bn_only --title "BN-only training on Fashion-MNIST"
   if [ ! -f results/norm/bn_only/gamma/gamma.json ]; then  # γ analysis: needs checkpoints, so its own runs
     leannet suite recipes/norm/bn_only_gamma.yaml trainer.threads=1
     python -m leannet.norm.analysis gamma runs/norm/bn_only_gamma --out results/norm/bn_only/gamma
   fi
 }
 distill() { leannet suite --reuse-published recipes/distill/suite_fashion_mnist.yaml trainer.threads=1; }
-byot() { leannet suite --reuse-published recipes/byot/suite_fashion_mnist.yaml trainer.threads=1; }
+byot() {
+  leannet suite --reuse-published recipes/byot/suite_fashion_mnist.yaml trainer.threads=1
+  # per-exit cost, dynamic exit and weight noise need the checkpoints: only with every seed trained here
+  if [ -d runs/byot_fmnist/byot/seed0 ] && [ -d runs/byot_fmnist/byot/seed2 ]; then
+    python benchmarks/byot.py --runs runs/byot_fmnist --out results/byot --noise-images 2000 --draws 2
+  fi
+}
 ke() {
   leannet suite --reuse-published recipes/ke/suite_fewshot50.yaml
   leannet suite --reuse-published recipes/ke/suite_fewshot100.yaml
