@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -136,7 +137,7 @@ def main() -> None:
     result = {
         "spec": args.spec, "batch": args.batch, "time_steps": 5, "threads": args.threads,
         "rounds": args.rounds, "steps_per_round": args.steps, "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__, "note": "shared 2-core machine under load from other jobs",
+        "torch": torch.__version__, "load_average": os.getloadavg()[0],
         "step_seconds_median": {v: statistics.median(t) for v, t in times.items()},
         "step_seconds": times,
         "ratio_median": {k: statistics.median(r) for k, r in ratios.items()},
