@@ -25,7 +25,6 @@ def compare(recipe: str, overrides: list[str], seeds: list[int], out: Path,
     from leannet.multitask.report import load_runs, write_report
     from leannet.multitask.train import load_config, run
 
-    results = []
     for seed in seeds:
         adashare = None
         for method in methods:
@@ -50,7 +49,6 @@ def compare(recipe: str, overrides: list[str], seeds: list[int], out: Path,
                                                      "seconds")}), flush=True)
             if method == "adashare":
                 adashare = result
-            results.append(result)
             copy = {k: v for k, v in result.items() if k != "log"}
             copy["log"] = [e for e in result["log"] if e["phase"] in ("search", "select")]
             published.parent.mkdir(parents=True, exist_ok=True)

@@ -130,41 +130,35 @@ def lookup(data: Any, key: str) -> Any:
     return None
 
 
-def collect(pattern: str, key: str, root: Path) -> list[float]:
-    """Values of `key` over every JSON file matching `pattern` (relative to `root`), sorted by path."""
-    values: list[float] = []
-    for path in sorted(glob.glob(str(root / pattern))):
-        try:
-            value = lookup(json.loads(Path(path).read_text()), key)
-        except (OSError, json.JSONDecodeError) as err:
-            raise LeannetError(f"cannot read result file {path}: {err}; re-run its command") from None
-        if isinstance(value, list):
-            values += [float(v) for v in value]
-        elif value is not None:
-            values.append(float(value))
-    return values
-
-
-def _product(data: Any, key: str) -> list[float]:
-    """Values at a dotted key, or the elementwise product of several ("a.*.x * a.*.y")."""
+def values_at(data: Any, key: str) -> list[float]:
+    """Every value at a dotted key (a list contributes each element), or the elementwise product of
+    several keys ("runs.*.epoch_seconds * runs.*.epochs")."""
     columns = []
     for part in key.split(" * "):
         value = lookup(data, part.strip())
         columns.append([] if value is None else value if isinstance(value, list) else [value])
+    if len(columns) == 1:
+        return [float(v) for v in columns[0]]
+    if len({len(c) for c in columns}) > 1:
+        raise LeannetError(f"the factors of '{key}' have different lengths: {[len(c) for c in columns]}")
     return [math.prod(float(v) for v in vs) for vs in zip(*columns, strict=True)]
+
+
+def collect(pattern: str, key: str, root: Path) -> list[float]:
+    """Values of `key` (see `values_at`) over every JSON file matching `pattern` (relative to `root`), by path."""
+    values: list[float] = []
+    for path in sorted(glob.glob(str(root / pattern))):
+        try:
+            values += values_at(json.loads(Path(path).read_text()), key)
+        except (OSError, json.JSONDecodeError) as err:
+            raise LeannetError(f"cannot read result file {path}: {err}; re-run its command") from None
+    return values
 
 
 def section_seconds(section: Section, root: Path) -> tuple[float, int]:
     """(total training seconds, number of values) over the section's `cost` entries."""
-    total, count = 0.0, 0
-    for cost in section.cost:
-        for path in sorted(glob.glob(str(root / cost.files))):
-            try:
-                values = _product(json.loads(Path(path).read_text()), cost.key)
-            except (OSError, json.JSONDecodeError) as err:
-                raise LeannetError(f"cannot read result file {path}: {err}; re-run its command") from None
-            total, count = total + sum(values), count + len(values)
-    return total, count
+    values = [v for cost in section.cost for v in collect(cost.files, cost.key, root)]
+    return sum(values), len(values)
 
 
 def _hours(seconds: float) -> str:

@@ -55,19 +55,22 @@ class SuiteRun:
     published_dir: Path | None = None
 
     @property
-    def done(self) -> bool:
-        return (self.run_dir / "results.json").is_file() or self.published
+    def status(self) -> str:
+        """done (results in run_dir), published (only a copy in results_dir), resume (a last.ckpt) or new."""
+        if (self.run_dir / "results.json").is_file():
+            return "done"
+        if self.published_dir is not None and (self.published_dir / "results.json").is_file():
+            return "published"
+        return "resume" if (self.run_dir / "checkpoints" / "last.ckpt").is_file() else "new"
 
     @property
-    def published(self) -> bool:
-        return self.published_dir is not None and (self.published_dir / "results.json").is_file()
+    def done(self) -> bool:
+        return self.status in ("done", "published")
 
     @property
     def result_dir(self) -> Path:
         """Where this run's results.json is read from: its run directory, else its published copy."""
-        if (self.run_dir / "results.json").is_file() or not self.published:
-            return self.run_dir
-        return self.published_dir
+        return self.published_dir if self.status == "published" else self.run_dir
 
 
 def load_suite(
@@ -121,14 +124,11 @@ def run_suite(
 
     suite, runs = load_suite(path, overrides, reuse_published)
     for k, run in enumerate(runs, 1):
-        local = (run.run_dir / "results.json").is_file()
-        status = ("done" if local else "published" if run.published
-                  else "resume" if (run.run_dir / "checkpoints/last.ckpt").is_file() else "new")
-        where = run.published_dir if status == "published" else run.run_dir
-        print(f"[{k}/{len(runs)}] {run.variant} seed {run.seed}: {status} ({where})", flush=True)
+        status = run.status
+        print(f"[{k}/{len(runs)}] {run.variant} seed {run.seed}: {status} ({run.result_dir})", flush=True)
         if dry_run or status == "published":
             continue
-        if not local:
+        if status != "done":
             train(run.config, run_dir=run.run_dir, resume=status == "resume")
         if suite.results_dir:
             publish(run, suite.results_dir)
