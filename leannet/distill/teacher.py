@@ -3,11 +3,15 @@
 Yuan et al., "Revisiting Knowledge Distillation via Label Smoothing Regularization", CVPR 2020.
 Re-KD (a weaker teacher) and De-KD (a teacher saved after a few epochs, `trainer.save_epochs`) are
 `kd` recipes, not code. The losses are the pure functions of `leannet.distill.losses`; `multiplier`
-m = 1 is the equation, and the official code's multipliers convert as m = m_official / K.
+m = 1 is the equation. The official code's multipliers were tuned for a KL averaged over N·K entries
+(PyTorch's `KLDivLoss()` 'mean'), so they convert as m = m_official / K with the dataset's own K:
+give `official_multiplier` and the method divides by its number of classes.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from leannet.config import ModelConfig, load_recipe, merge_recipe, to_dict
 from leannet.distill.losses import kd_loss, tfkd_reg_loss
 from leannet.errors import LeannetError
 from leannet.models import build_model
+from leannet.norm.recalibrate import reestimate_bn
 from leannet.train.callbacks import safe_torch_load
 from leannet.train.methods import Method, register_method
 
@@ -163,14 +168,39 @@ def _check_weights(alpha: float, multiplier: float) -> None:
         raise LeannetError(f"method.multiplier must be >= 0, got {multiplier}")
 
 
+def batch_mean_multiplier(multiplier: float, official_multiplier: float | None, num_classes: int) -> float:
+    """The weight m on batch-mean KL: `multiplier`, or `official_multiplier` / K when that is given.
+
+    The official Tf-KD code multiplies `KLDivLoss()` ('mean' over N·K entries) by m_official, i.e. it
+    applies m_official / K to the batch-mean KL of the equations (papers/tfkd.md, "Trap").
+    """
+    if official_multiplier is None:
+        return multiplier
+    if official_multiplier < 0:
+        raise LeannetError(f"method.official_multiplier must be >= 0, got {official_multiplier}")
+    return official_multiplier / num_classes
+
+
+TEACHER_BN = ("stored", "recompute")
+
+
+def entropy(logits: Tensor) -> Tensor:
+    """Mean Shannon entropy (nats) of softmax(logits) over the batch: H = −Σ_k p_k log p_k."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    return -(logp.exp() * logp).sum(dim=1).mean()
+
+
 @register_method("kd")
 class KnowledgeDistillation(Method):
     """KD: (1−α)·CE(z, y) + α·m·T²·KL(softmax(t/T) ‖ softmax(z/T)) (Hinton et al. 2015; Tf-KD §4).
 
     `teacher`: a run directory (with `teacher_checkpoint`: last, best or epochN), a checkpoint file
     (with `teacher_model: {name: ...}` when no run config.yaml lies beside it), or, from Python, an
-    `nn.Module` or `FrozenTeacher`; `{seed}` in the path becomes the run's seed. Logs `ce`, `kd` (the
-    T²-scaled KL) and `teacher_acc` (the teacher's accuracy on the training batches).
+    `nn.Module` or `FrozenTeacher`; `{seed}` in the path becomes the run's seed. `teacher_bn: recompute`
+    re-estimates the teacher's BatchNorm statistics on `teacher_bn_batches` training batches before
+    training (`leannet.norm.reestimate_bn`; an early checkpoint's stored statistics make eval mode
+    wrong). Logs `ce`, `kd` (the T²-scaled KL), `teacher_acc` and `teacher_entropy` (nats, T = 1) on
+    the training batches, and prints both once when training starts.
     """
 
     def __init__(
@@ -184,12 +214,22 @@ class KnowledgeDistillation(Method):
         alpha: float = 0.9,
         temperature: float = 4.0,
         multiplier: float = 1.0,
+        official_multiplier: float | None = None,
+        teacher_bn: str = "stored",
+        teacher_bn_batches: int = 50,
     ) -> None:
         super().__init__(model, num_classes)
+        multiplier = batch_mean_multiplier(multiplier, official_multiplier, num_classes)
         _check_weights(alpha, multiplier)
         if not temperature > 0:
             raise LeannetError(f"method.temperature must be > 0, got {temperature}")
+        if teacher_bn not in TEACHER_BN:
+            raise LeannetError(f"unknown method.teacher_bn '{teacher_bn}'; valid: {', '.join(TEACHER_BN)}")
+        if teacher_bn_batches < 1:
+            raise LeannetError(f"method.teacher_bn_batches must be >= 1, got {teacher_bn_batches}")
         self.alpha, self.temperature, self.multiplier = alpha, temperature, multiplier
+        self.teacher_bn, self.teacher_bn_batches = teacher_bn, teacher_bn_batches
+        self.teacher_stats: dict[str, float] = {}
         if isinstance(teacher, FrozenTeacher):
             self.teacher = teacher
         elif isinstance(teacher, nn.Module):
@@ -198,6 +238,30 @@ class KnowledgeDistillation(Method):
             self.teacher = FrozenTeacher.from_path(str(teacher), num_classes, teacher_checkpoint, teacher_model)
         else:
             raise LeannetError(self.missing_teacher())
+
+    def fit_start(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        """Re-estimate the teacher's BN statistics (`teacher_bn: recompute`), then report its accuracy and
+        entropy on up to `teacher_bn_batches` training batches (one pass serves both)."""
+        taken = list(itertools.islice(batches, self.teacher_bn_batches))
+        if not taken:
+            return
+        if self.teacher.module is None:
+            self.teacher.module = self.teacher._build(taken[0][0])
+        if self.teacher_bn == "recompute":
+            reestimate_bn(self.teacher.module, (x for x, _ in taken))
+        with torch.no_grad():
+            logits = torch.cat([self.teacher(x) for x, _ in taken])
+        labels = torch.cat([y for _, y in taken])
+        self.teacher_stats = {
+            "teacher_train_acc": float((logits.argmax(dim=1) == labels).float().mean()),
+            "teacher_train_entropy": float(entropy(logits)),
+        }
+        print(f"teacher {self.teacher.source}: accuracy {100 * self.teacher_stats['teacher_train_acc']:.2f} %, "
+              f"entropy {self.teacher_stats['teacher_train_entropy']:.3f} nats on {len(labels)} training images "
+              f"(BatchNorm statistics {self.teacher_bn})", flush=True)
+
+    def summary(self) -> dict[str, float]:
+        return dict(self.teacher_stats)
 
     def missing_teacher(self) -> str:
         return (
@@ -222,7 +286,8 @@ class KnowledgeDistillation(Method):
         kd = kd_loss(logits, teacher_logits, self.temperature)
         loss = (1.0 - self.alpha) * ce + self.alpha * self.multiplier * kd
         teacher_acc = (teacher_logits.argmax(dim=1) == y).float().mean()
-        return {"loss": loss, "logits": logits, "ce": ce.detach(), "kd": kd.detach(), "teacher_acc": teacher_acc}
+        return {"loss": loss, "logits": logits, "ce": ce.detach(), "kd": kd.detach(), "teacher_acc": teacher_acc,
+                "teacher_entropy": entropy(teacher_logits)}
 
 
 @register_method("tfkd_self")
@@ -247,10 +312,14 @@ class TfKDSelf(KnowledgeDistillation):
         alpha: float = 0.95,
         temperature: float = 6.0,
         multiplier: float = 0.5,
+        official_multiplier: float | None = None,
+        teacher_bn: str = "stored",
+        teacher_bn_batches: int = 50,
     ) -> None:
         super().__init__(
             model, num_classes, teacher=teacher, teacher_checkpoint=teacher_checkpoint, teacher_model=teacher_model,
-            alpha=alpha, temperature=temperature, multiplier=multiplier,
+            alpha=alpha, temperature=temperature, multiplier=multiplier, official_multiplier=official_multiplier,
+            teacher_bn=teacher_bn, teacher_bn_batches=teacher_bn_batches,
         )
 
     def missing_teacher(self) -> str:
@@ -291,9 +360,11 @@ class TfKDReg(Method):
         temperature: float = 20.0,
         correct_prob: float = 0.99,
         multiplier: float = 1.0,
+        official_multiplier: float | None = None,
         student_temperature: float = 1.0,
     ) -> None:
         super().__init__(model, num_classes)
+        multiplier = batch_mean_multiplier(multiplier, official_multiplier, num_classes)
         _check_weights(alpha, multiplier)
         self.alpha, self.temperature, self.multiplier = alpha, temperature, multiplier
         self.correct_prob, self.student_temperature = correct_prob, student_temperature

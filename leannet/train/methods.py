@@ -11,6 +11,7 @@ recipe keys under `method:`; their type hints and defaults are the schema that v
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from typing import Any
 
 import torch.nn.functional as F
@@ -49,6 +50,15 @@ class Method(nn.Module):
 
     def after_step(self) -> None:
         """Called after every optimizer step (e.g. to clamp weights); the default does nothing."""
+
+    def fit_start(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        """Called once when training starts (and again on resume) with a fresh pass over the training
+        batches, already on the model's device and memory format (e.g. to re-estimate a teacher's
+        BatchNorm statistics); the default does nothing and never iterates `batches`."""
+
+    def summary(self) -> dict[str, float]:
+        """Extra entries for the run's results.json (e.g. a teacher's accuracy); the default adds none."""
+        return {}
 
     @classmethod
     def prepare(cls, config: Any, run_dir: Any) -> Any:

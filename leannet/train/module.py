@@ -104,6 +104,24 @@ class LeanModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
 
+    def on_train_start(self) -> None:
+        """The method's `fit_start` hook, given epoch 0's training batches (the loader's epoch is restored)."""
+        loader = self.trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        epoch = getattr(sampler, "epoch", None)
+
+        def batches():  # lazy: a method that ignores the hook costs no pass over the data
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(0)
+            for x, y in loader:
+                yield self._prepare((x.to(self.device), y.to(self.device)))
+
+        try:
+            self.method.fit_start(batches())
+        finally:
+            if epoch is not None:
+                sampler.epoch = epoch
+
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """Lightning's optimizer step, then the method's `after_step` hook."""
         super().optimizer_step(*args, **kwargs)

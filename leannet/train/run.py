@@ -289,6 +289,7 @@ def summarize(config, run_dir, method, final, best, train_seconds, trainer) -> d
     for key, value in final.items():  # named outputs of Method.eval_logits (e.g. acc_exit1, acc_ensemble)
         if key.startswith(("acc_", "top5_")):
             results[f"test_{key}"] = value
+    results.update(method.summary())
     return results
 
 

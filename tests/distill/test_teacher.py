@@ -49,7 +49,7 @@ def test_teacher_stays_outside_the_module_tree_and_frozen():
     z, t = student(x), teacher(x)
     expected = 0.3 * F.cross_entropy(z, y) + 0.7 * 0.5 * kd_loss(z, t, 2.0)
     torch.testing.assert_close(out["loss"], expected)
-    assert set(out) == {"loss", "logits", "ce", "kd", "teacher_acc"}
+    assert set(out) == {"loss", "logits", "ce", "kd", "teacher_acc", "teacher_entropy"}
 
 
 def test_teacher_from_a_checkpoint_file_and_model_section(tmp_path):
@@ -189,3 +189,69 @@ def test_tfkd_self_two_stages_under_ddp(tmp_path):
     assert run_dirs == [tmp_path / "ddp", tmp_path / "ddp" / "teacher"]
     saved = load_recipe(tmp_path / "ddp" / "config.yaml")
     assert saved.method.teacher == str(tmp_path / "ddp" / "teacher")
+
+
+def test_official_multiplier_is_divided_by_the_datasets_classes():
+    from leannet.distill.teacher import batch_mean_multiplier
+
+    assert batch_mean_multiplier(1.0, None, 10) == 1.0
+    assert batch_mean_multiplier(1.0, 50.0, 10) == 5.0  # Tf-KD self, ResNet18 setting, on a 10-class dataset
+    assert batch_mean_multiplier(1.0, 100.0, 100) == 1.0  # Tf-KD reg on CIFAR-100: the weight the paper trained
+    student = nn.Sequential(nn.Flatten(), nn.Linear(12, 10))
+    reg = METHODS.get("tfkd_reg")(student, 10, official_multiplier=100.0)
+    kd = METHODS.get("kd")(student, 10, teacher=nn.Sequential(nn.Flatten(), nn.Linear(12, 10)), official_multiplier=1.0)
+    assert reg.multiplier == 10.0 and kd.multiplier == 0.1
+    with pytest.raises(LeannetError, match="official_multiplier must be >= 0"):
+        METHODS.get("tfkd_reg")(student, 10, official_multiplier=-1.0)
+    with pytest.raises(LeannetError, match="teacher_bn 'fresh'; valid: stored, recompute"):
+        METHODS.get("kd")(student, 10, teacher=student, teacher_bn="fresh")
+
+
+def stale_teacher() -> nn.Module:
+    teacher = small_teacher()
+    teacher[2].running_mean.fill_(4.0)  # statistics of a network that no longer exists
+    teacher[2].running_var.fill_(0.01)
+    return teacher
+
+
+@pytest.mark.parametrize("teacher_bn", ["stored", "recompute"])
+def test_fit_start_reestimates_a_stale_teacher_only_when_asked(teacher_bn, capsys):
+    torch.manual_seed(0)
+    batches = [(torch.randn(32, 12), torch.randint(0, 3, (32,))) for _ in range(4)]
+    method = METHODS.get("kd")(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), 3, teacher=stale_teacher(),
+                               teacher_bn=teacher_bn, teacher_bn_batches=3)
+    method.fit_start(iter(batches))
+    bn = method.teacher.module[2]
+    assert (bn.running_mean == 4.0).all() == (teacher_bn == "stored")
+    if teacher_bn == "recompute":
+        assert int(bn.num_batches_tracked) == 3 and not method.teacher.module.training
+    stats = method.summary()
+    assert set(stats) == {"teacher_train_acc", "teacher_train_entropy"}
+    assert 0 <= stats["teacher_train_acc"] <= 1 and 0 <= stats["teacher_train_entropy"] <= torch.log(torch.tensor(3.0))
+    assert f"BatchNorm statistics {teacher_bn}" in capsys.readouterr().out
+
+
+def test_entropy_golden_values():
+    from leannet.distill.teacher import entropy
+
+    uniform, certain = torch.zeros(2, 4), torch.tensor([[100.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(entropy(uniform), torch.log(torch.tensor(4.0)))
+    assert entropy(certain) < 1e-6
+
+
+def test_kd_recipe_with_teacher_bn_recompute_records_the_teacher(tiny_recipe, tmp_path):
+    teacher_dir = tmp_path / "teacher"
+    train(tiny_recipe(*DIGITS, "trainer.save_epochs=[1]", "trainer.max_epochs=1"), run_dir=teacher_dir)
+    saved = model_state_dict(safe_torch_load(teacher_dir / "checkpoints" / "epoch1.ckpt"))
+    keep = KeepMethod()
+    config = tiny_recipe(*DIGITS, "method.name=kd", f"method.teacher={teacher_dir}", "method.teacher_checkpoint=epoch1",
+                         "method.teacher_bn=recompute", "method.teacher_bn_batches=2", "method.official_multiplier=1.0",
+                         "trainer.max_epochs=1")
+    results = train(config, run_dir=tmp_path / "student", callbacks=[keep])
+    teacher = keep.method.teacher.module.state_dict()
+    means = [k for k in saved if k.endswith("running_mean")]
+    assert means and all(not torch.equal(teacher[k].cpu(), saved[k]) for k in means)
+    assert all(torch.equal(teacher[k].cpu(), saved[k]) for k in saved if k.endswith("weight"))  # weights kept
+    assert keep.method.multiplier == pytest.approx(0.1)  # digits has 10 classes
+    assert 0 <= results["teacher_train_acc"] <= 1 and results["teacher_train_entropy"] > 0
+    assert "train/teacher_entropy" in read_metrics(tmp_path / "student" / "metrics.csv")[-1]
