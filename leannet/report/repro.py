@@ -11,7 +11,11 @@ Rows with no files say so, with the command that fills them. A claim compares tw
     inconclusive    otherwise (or fewer than 2 seeds in a row)
 
 A `paired` claim compares values measured on the same seeds, networks or units (e.g. generation 5 vs
-generation 1 of the same runs) and uses the standard error of the per-pair differences.
+generation 1 of the same runs, or two variants trained from the same seed's initial weights and data
+subset) and uses the standard error of the per-pair differences. Values pair up by their file's
+`seedN` folder (else by file and position), over the seeds both rows have. Every claim shows its
+effect size: the mean difference a − b (paired: mean ± std of the per-seed differences, how many
+favour the paper, and the two-sided sign-test p).
 
 Benchmarks are ratios read from `benchmarks/results/*.json` (one run each, paired measurements).
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,15 +149,62 @@ def values_at(data: Any, key: str) -> list[float]:
     return [math.prod(float(v) for v in vs) for vs in zip(*columns, strict=True)]
 
 
-def collect(pattern: str, key: str, root: Path) -> list[float]:
-    """Values of `key` (see `values_at`) over every JSON file matching `pattern` (relative to `root`), by path."""
-    values: list[float] = []
-    for path in sorted(glob.glob(str(root / pattern))):
+def _natural(text: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def collect_labelled(pattern: str, key: str, root: Path) -> list[tuple[str, float]]:
+    """(label, value) of `key` over every JSON file matching `pattern`, in natural path order (seed2 before
+    seed10). A label is the file's `seedN` folder (its path when it has none) and the value's position."""
+    values: list[tuple[str, float]] = []
+    for path in sorted(glob.glob(str(root / pattern)), key=_natural):
+        seed = re.search(r"(?:^|/)(seed\d+)(?:/|$)", Path(path).relative_to(root).as_posix())
         try:
-            values += values_at(json.loads(Path(path).read_text()), key)
+            found = values_at(json.loads(Path(path).read_text()), key)
         except (OSError, json.JSONDecodeError) as err:
             raise LeannetError(f"cannot read result file {path}: {err}; re-run its command") from None
+        values += [(f"{seed.group(1) if seed else path}#{i}", v) for i, v in enumerate(found)]
     return values
+
+
+def collect(pattern: str, key: str, root: Path) -> list[float]:
+    """Values of `key` (see `values_at`) over every JSON file matching `pattern` (relative to `root`)."""
+    return [value for _, value in collect_labelled(pattern, key, root)]
+
+
+def pair_up(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> tuple[list[float], list[float]]:
+    """The values of `a` and `b` whose labels both rows have, in `a`'s order."""
+    other = dict(b)
+    common = [(label, value) for label, value in a if label in other]
+    return [value for _, value in common], [other[label] for label, _ in common]
+
+
+def sign_test(wins: int, n: int) -> float:
+    """Two-sided exact sign-test p-value of `wins` positive differences out of `n` (ties dropped before)."""
+    if n == 0:
+        return 1.0
+    k = min(wins, n - wins)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def effect(
+    a: list[float], b: list[float], op: str, paired: bool, scale: float = 1.0, digits: int = 2, unit: str = ""
+) -> str:
+    """The effect size a − b, in the rows' unit: paired, mean ± std of the differences, how many favour
+    the claim, and the sign-test p; unpaired, the difference of means ± its standard error."""
+    if len(a) < 1 or len(b) < 1:
+        return "–"
+    if paired:
+        diffs = [x - y for x, y in zip(a, b, strict=True)]
+        mean, std = mean_std(diffs)
+        favour = [d for d in diffs if (d > 0 if op == ">" else d < 0)]
+        untied = [d for d in diffs if d != 0]
+        p = sign_test(len(favour), len(untied))
+        return (f"{scale * mean:+.{digits}f} ± {scale * std:.{digits}f}{unit} (paired; {len(favour)}/{len(diffs)} "
+                f"favour; sign p {p:.2g})")
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    se = math.sqrt(sa**2 / len(a) + sb**2 / len(b))
+    return f"{scale * (ma - mb):+.{digits}f}{unit} (SE {scale * se:.{digits}f})"
 
 
 def section_seconds(section: Section, root: Path) -> tuple[float, int]:
@@ -196,17 +248,33 @@ def _fmt(values: list[float], scale: float, digits: int = 2) -> str:
     return f"{mean.lstrip('-') if float(mean) == 0 else mean} ± {std}"
 
 
-def section_values(section: Section, root: Path) -> dict[str, list[float]]:
-    """Every row's values (final-epoch key) by row name."""
-    return {row.name: collect(row.files, row.key, root) if row.files else [] for row in section.rows}
+def section_values(section: Section, root: Path) -> dict[str, list[tuple[str, float]]]:
+    """Every row's labelled values (final-epoch key) by row name."""
+    return {row.name: collect_labelled(row.files, row.key, root) if row.files else [] for row in section.rows}
 
 
-def claim_values(section: Section, claim: Claim, values: dict[str, list[float]]) -> tuple[list[float], list[float]]:
+def claim_values(
+    section: Section, claim: Claim, values: dict[str, list[tuple[str, float]]]
+) -> tuple[list[float], list[float]]:
+    """The two rows' values; a paired claim keeps the seeds (units) both rows have, aligned."""
     for name in (claim.a, claim.b):
         if name not in values:
             raise LeannetError(f"claim in section '{section.title}' names unknown row '{name}'; "
                                f"rows: {', '.join(values)}")
-    return values[claim.a], values[claim.b]
+    a, b = values[claim.a], values[claim.b]
+    if claim.paired:
+        return pair_up(a, b)
+    return [v for _, v in a], [v for _, v in b]
+
+
+def claim_line(section: Section, claim: Claim, values: dict[str, list[tuple[str, float]]]) -> tuple[str, str, str]:
+    """(text, effect, verdict) of one claim."""
+    a, b = claim_values(section, claim, values)
+    row = next(r for r in section.rows if r.name == claim.a)
+    text = (claim.text or f"{claim.a} {claim.op} {claim.b}") + (" (paired)" if claim.paired else "")
+    unit = f" {row.unit}" if row.unit else ""
+    size = effect(a, b, claim.op, claim.paired, row.scale, row.digits, unit)
+    return text, size, verdict(a, b, claim.op, claim.paired)
 
 
 def render_rows(section: Section, root: Path, values: dict[str, list[float]] | None = None) -> str:
@@ -214,7 +282,7 @@ def render_rows(section: Section, root: Path, values: dict[str, list[float]] | N
     values = section_values(section, root) if values is None else values
     out = ["| row | n | final | best (labelled) |", "|---|---|---|---|"]
     for row in section.rows:
-        vals = values[row.name]
+        vals = [v for _, v in values[row.name]]
         if not vals:
             why = row.missing or (f"not run yet: `{section.command}`" if section.command else "not run yet")
             out.append(f"| {row.name} | – | {why} | – |")
@@ -236,10 +304,9 @@ def render_section(section: Section, root: Path) -> str:
     values = section_values(section, root)
     out.append(render_rows(section, root, values).rstrip("\n"))
     if section.claims:
-        out += ["", "| claim | verdict |", "|---|---|"]
+        out += ["", "| claim | effect (a − b) | verdict |", "|---|---|---|"]
         for claim in section.claims:
-            text = (claim.text or f"{claim.a} {claim.op} {claim.b}") + (" (paired)" if claim.paired else "")
-            out.append(f"| {text} | {verdict(*claim_values(section, claim, values), claim.op, claim.paired)} |")
+            out.append("| " + " | ".join(claim_line(section, claim, values)) + " |")
     seconds, runs = section_seconds(section, root)
     if runs:
         budget = "" if section.in_total else "; not in the total: a paper-scale check outside the CPU budget"
@@ -269,7 +336,7 @@ def render_reproduction(spec: Spec, root: Path, spec_name: str) -> str:
 
 def render_headline(spec: Spec, root: Path) -> str:
     """One line per claim of every section: both rows' mean ± std, n, and the verdict."""
-    lines = ["| paper | claim | measured (mean ± std, n) | verdict |", "|---|---|---|---|"]
+    lines = ["| paper | claim | measured (mean ± std, n) | effect (a − b) | verdict |", "|---|---|---|---|---|"]
     for section in spec.sections:
         values = section_values(section, root)
         rows = {row.name: row for row in section.rows}
@@ -281,8 +348,8 @@ def render_headline(spec: Spec, root: Path) -> str:
                 unit = f" {row.unit}" if row.unit else ""
                 shown.append(f"{_fmt(vals, row.scale, row.digits)}{unit} (n {len(vals)})" if vals else "not run")
             paper = section.paper.split(" (")[0] or section.title
-            text = (claim.text or f"{claim.a} {claim.op} {claim.b}") + (" (paired)" if claim.paired else "")
-            lines.append(f"| {paper} | {text} | {' vs '.join(shown)} | {verdict(a, b, claim.op, claim.paired)} |")
+            text, size, judged = claim_line(section, claim, values)
+            lines.append(f"| {paper} | {text} | {' vs '.join(shown)} | {size} | {judged} |")
     return "\n".join(lines) + "\n"
 
 

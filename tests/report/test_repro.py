@@ -72,7 +72,7 @@ def test_generate_writes_tables_verdicts_and_missing_rows(tmp_path, capsys):
     text = (tmp_path / "REPRODUCTION.md").read_text()
     assert "| a | 3 seeds | 91.00 ± 1.00 % | 92.00 ± 1.00 % |" in text
     assert "| c | – | not run yet: `make it` | – |" in text
-    assert "| a > b | reproduced |" in text and "| c > b | not run |" in text
+    assert "| a > b | +10.00 % (SE 0.82) | reproduced |" in text and "| c > b | – | not run |" in text
     bench = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| B | 1.23× | 1.10–1.30 |" in bench and "| cpu, load avg 2.2 |" in bench
     assert "| Missing | not run yet |" in bench and "| Quotient | 0.25× |" in bench
@@ -134,9 +134,34 @@ def test_readme_blocks_are_filled_between_their_markers_and_checked(tmp_path):
     generate(spec, root=tmp_path)
     text = readme.read_text()
     assert text.startswith("intro\n<!-- repro:headline (generated) -->\n| paper | claim |") and "old" not in text
-    assert "| Someone et al., 2020 | A beats B | 91.00 ± 1.00 % (n 3) vs 81.00 ± 1.00 % (n 3) | reproduced |" in text
+    assert ("| Someone et al., 2020 | A beats B | 91.00 ± 1.00 % (n 3) vs 81.00 ± 1.00 % (n 3) "
+            "| +10.00 % (SE 0.82) | reproduced |") in text
     assert "middle\n<!-- repro:main (generated) -->\n| row | n | final |" in text and text.endswith("end\n")
     assert "| a | 3 seeds | 91.00 ± 1.00 % | – |\n| b | 3 seeds | 81.00 ± 1.00 % | – |\n<!-- /repro:main -->" in text
     assert generate(spec, root=tmp_path, check=True) == []
     readme.write_text(text.replace("reproduced", "edited by hand"))
     assert generate(spec, root=tmp_path, check=True) == [readme]
+
+
+def test_sign_test_golden_values():
+    from leannet.report.repro import sign_test
+
+    assert sign_test(5, 5) == pytest.approx(2 / 32)  # all five seeds favour: p = 2 · 0.5^5
+    assert sign_test(0, 5) == pytest.approx(2 / 32)
+    assert sign_test(4, 5) == pytest.approx(2 * 6 / 32)
+    assert sign_test(5, 10) == 1.0 and sign_test(0, 0) == 1.0
+
+
+def test_paired_rows_pair_by_seed_folder_not_by_position(tmp_path):
+    from leannet.report.repro import collect_labelled, effect, pair_up
+
+    for variant, accs in (("a", {0: 0.80, 2: 0.82, 10: 0.90}), ("b", {2: 0.81, 10: 0.85, 3: 0.5})):
+        for seed, acc in accs.items():
+            (tmp_path / variant / f"seed{seed}").mkdir(parents=True)
+            (tmp_path / variant / f"seed{seed}" / "results.json").write_text(json.dumps({"test_acc": acc}))
+    a = collect_labelled("a/seed*/results.json", "test_acc", tmp_path)
+    assert [label for label, _ in a] == ["seed0#0", "seed2#0", "seed10#0"]  # natural order
+    xs, ys = pair_up(a, collect_labelled("b/seed*/results.json", "test_acc", tmp_path))
+    assert xs == [0.82, 0.90] and ys == [0.81, 0.85]  # only seeds 2 and 10 are in both rows
+    assert effect(xs, ys, ">", paired=True, scale=100) == "+3.00 ± 2.83 (paired; 2/2 favour; sign p 0.5)"
+    assert effect([0.9, 0.8], [0.7, 0.6], ">", paired=False, scale=100).startswith("+20.00 (SE ")
