@@ -38,7 +38,8 @@ def cmd_suite(args: argparse.Namespace) -> None:
     from leannet.report import report
     from leannet.train.suite import load_suite, run_suite
 
-    runs = run_suite(args.suite, args.overrides, dry_run=args.dry_run, reuse_published=args.reuse_published)
+    runs = run_suite(args.suite, args.overrides, dry_run=args.dry_run, reuse_published=args.reuse_published,
+                     seeds=args.seeds, variants=args.variants)
     if args.dry_run:
         return
     suite, _ = load_suite(args.suite, args.overrides)
@@ -134,6 +135,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--reuse-published", action="store_true",
                    help="count runs whose results are already copied to the suite's results_dir as done "
                    "(a fresh clone then trains only the missing ones)")
+    s.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="run only these of the suite's seeds (e.g. two calls, --seeds 0 2 4 and --seeds 1 3)")
+    s.add_argument("--variants", nargs="+", metavar="NAME", help="run only these of the suite's variants")
     s.set_defaults(func=cmd_suite)
 
     e = sub.add_parser("eval", help="evaluate a trained run on a test set")

@@ -117,12 +117,25 @@ def publish(run: SuiteRun, results_dir: str | Path) -> Path:
 
 
 def run_suite(
-    path: str | Path, overrides: list[str] = (), dry_run: bool = False, reuse_published: bool = False
+    path: str | Path, overrides: list[str] = (), dry_run: bool = False, reuse_published: bool = False,
+    seeds: list[int] | None = None, variants: list[str] | None = None,
 ) -> list[SuiteRun]:
-    """Train every run of a suite that has no results yet (publishing each to `results_dir`); returns all runs."""
+    """Train every run of a suite that has no results yet (publishing each to `results_dir`); returns all runs.
+
+    `seeds` / `variants` keep only those of the suite's (two calls with disjoint seeds can share the cores)."""
     from leannet.train.run import train
 
     suite, runs = load_suite(path, overrides, reuse_published)
+    if seeds is not None:
+        unknown = sorted(set(seeds) - set(suite.seeds))
+        if unknown:
+            raise LeannetError(f"--seeds {unknown} not in the suite's seeds {suite.seeds}; pick from those")
+        runs = [run for run in runs if run.seed in seeds]
+    if variants is not None:
+        unknown = sorted(set(variants) - set(suite.variants))
+        if unknown:
+            raise LeannetError(f"--variants {unknown} not in the suite; its variants: {', '.join(suite.variants)}")
+        runs = [run for run in runs if run.variant in variants]
     for k, run in enumerate(runs, 1):
         status = run.status
         print(f"[{k}/{len(runs)}] {run.variant} seed {run.seed}: {status} ({run.result_dir})", flush=True)

@@ -88,3 +88,14 @@ def test_published_runs_count_as_done_in_a_fresh_checkout(tmp_path, capsys):
     assert not list((tmp_path / "out").glob("*/seed*"))  # nothing trained; only the report was written
     (runs[0].published_dir / "results.json").unlink()
     assert not runs[0].done and runs[0].result_dir == runs[0].run_dir
+
+
+def test_seeds_and_variants_select_runs_and_unknown_ones_are_named(tmp_path, capsys):
+    path = write_suite(tmp_path)
+    runs = run_suite(path, dry_run=True, seeds=[3], variants=["ls"])
+    assert [(r.variant, r.seed) for r in runs] == [("ls", 3)]
+    assert capsys.readouterr().out.count("\n") == 1
+    with pytest.raises(LeannetError, match=r"--seeds \[1\] not in the suite's seeds \[0, 3\]"):
+        run_suite(path, dry_run=True, seeds=[1])
+    with pytest.raises(LeannetError, match=r"--variants \['xx'\] not in the suite; its variants: ce, ls"):
+        run_suite(path, dry_run=True, variants=["xx"])
