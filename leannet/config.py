@@ -25,6 +25,7 @@ class DataConfig:
     batch_size: int = 128
     eval_batch_size: int = 512
     val_size: int = 5000
+    val_on_test: bool = False  # the test set is evaluated every epoch as "val" (papers' best-test-epoch protocol)
     few_shot: int | None = None
     augment: str = "crop_flip"
     loader: str = "tensor"

@@ -64,6 +64,7 @@ def build_loaders(
     batch_size: int = 128,
     eval_batch_size: int = 512,
     val_size: int = 5000,
+    val_on_test: bool = False,
     few_shot: int | None = None,
     augment: str = "crop_flip",
     loader: str = "tensor",
@@ -76,7 +77,9 @@ def build_loaders(
 
     The validation set is carved from the training split with a fixed seed; ``few_shot`` then keeps
     that many training images per class. Normalisation statistics come from the full training split.
-    ``num_workers`` only applies to ``loader="torch"``.
+    ``val_on_test`` (with ``val_size=0``) evaluates the test set every epoch in the validation slot, so
+    "best" becomes the best test epoch: the protocol of papers that report it (e.g. TSSL-BP), an
+    optimistic number to be labelled so. ``num_workers`` only applies to ``loader="torch"``.
     """
     if loader not in LOADERS:
         raise LeannetError(f"unknown loader '{loader}'; valid loaders: {', '.join(LOADERS)}")
@@ -84,6 +87,9 @@ def build_loaders(
         raise LeannetError(f"unknown augment '{augment}'; valid augments: {', '.join(AUGMENTATIONS)}")
     if few_shot is not None and few_shot < 1:
         raise LeannetError(f"few_shot must be a positive number of images per class, got {few_shot}")
+    if val_on_test and val_size:
+        raise LeannetError(f"data.val_on_test uses the test set as validation set: set data.val_size=0 "
+                           f"(got {val_size}) so that all training images train")
     root = Path(root) if root is not None else data_root()
     train = load_split(name, root, True, **dataset_kwargs)
     test = load_split(name, root, False, **dataset_kwargs)
@@ -102,4 +108,6 @@ def build_loaders(
             return TensorLoader(split.images, split.labels, size, **common)
         return torch_loader(split, size, num_workers=num_workers, **common)
 
-    return Loaders(make(train, True), make(val, False) if val is not None else None, make(test, False), info)
+    test_loader = make(test, False)
+    val_loader = test_loader if val_on_test else make(val, False) if val is not None else None
+    return Loaders(make(train, True), val_loader, test_loader, info)

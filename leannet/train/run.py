@@ -120,8 +120,8 @@ def build(config: DictConfig) -> Built:
     data = config.data
     loaders = build_loaders(
         data.name, root=data.root, batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
-        val_size=data.val_size, few_shot=data.few_shot, augment=data.augment, loader=data.loader,
-        num_workers=data.num_workers, seed=config.seed, **to_dict(data.args),
+        val_size=data.val_size, val_on_test=data.val_on_test, few_shot=data.few_shot, augment=data.augment,
+        loader=data.loader, num_workers=data.num_workers, seed=config.seed, **to_dict(data.args),
     )
     info = loaders.info
     model = build_model(

@@ -98,3 +98,11 @@ def test_bad_options_are_one_line_errors(kwargs, match):
     with pytest.raises(LeannetError, match=match) as info:
         build_loaders("digits", **({"val_size": 100} | kwargs))
     assert "\n" not in str(info.value)
+
+
+def test_val_on_test_evaluates_the_test_set_every_epoch_and_needs_val_size_0():
+    loaders = build_loaders("digits", val_size=0, val_on_test=True, augment="none")
+    assert loaders.val is loaders.test
+    assert len(loaders.train.labels) == len(build_loaders("digits", val_size=0).train.labels)  # all train images
+    with pytest.raises(LeannetError, match="data.val_on_test uses the test set as validation set: set data.val_size=0"):
+        build_loaders("digits", val_size=100, val_on_test=True)
