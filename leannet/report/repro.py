@@ -342,6 +342,8 @@ def render_headline(spec: Spec, root: Path) -> str:
         rows = {row.name: row for row in section.rows}
         for claim in section.claims:
             a, b = claim_values(section, claim, values)
+            if not (a and b):  # nothing pairs up yet: show what each row has
+                a, b = ([v for _, v in values[name]] for name in (claim.a, claim.b))
             shown = []
             for name, vals in ((claim.a, a), (claim.b, b)):
                 row = rows[name]
