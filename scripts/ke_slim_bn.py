@@ -20,18 +20,12 @@ from leannet.config import load_recipe
 from leannet.data import build_loaders
 from leannet.evolve import slim
 from leannet.evolve.generations import accuracy, load_generation
+from leannet.norm.recalibrate import reestimate_bn
 
 
-@torch.no_grad()
 def recalibrate(model: torch.nn.Module, loader) -> torch.nn.Module:  # noqa: ANN001
-    """Reset every norm layer's running statistics and re-estimate them (cumulative average) on `loader`."""
-    norms = [m for m in model.modules() if hasattr(m, "reset_running_stats") and hasattr(m, "momentum")]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    for x, _ in loader:
-        model(x)
+    """Re-estimate every norm layer's running statistics (exact average) on `loader`, in eval mode after."""
+    reestimate_bn(model, (x for x, _ in loader))
     return model.eval()
 
 

@@ -31,8 +31,10 @@ bn_only() {
     python -m leannet.norm.analysis gamma runs/norm/bn_only_gamma --out results/norm/bn_only/gamma
   fi
 }
-distill() { leannet suite --reuse-published recipes/distill/suite_fashion_mnist.yaml trainer.threads=1; }
-byot() {
+distill() {  # the KD family and BYOT share the few-shot suite (and its baseline)
+  leannet suite --reuse-published recipes/distill/suite_fewshot100.yaml trainer.threads=1
+}
+byot() {  # the claims: in distill(); the per-exit cost, dynamic-exit and weight-noise analyses of ResNet-20:
   leannet suite --reuse-published recipes/byot/suite_fashion_mnist.yaml trainer.threads=1
   # per-exit cost, dynamic exit and weight noise need the checkpoints: only with every seed trained here
   if [ -d runs/byot_fmnist/byot/seed0 ] && [ -d runs/byot_fmnist/byot/seed2 ]; then
@@ -40,6 +42,7 @@ byot() {
   fi
 }
 ke() {
+  leannet suite --reuse-published recipes/ke/suite_converged50.yaml  # the claims; below, the earlier regime
   leannet suite --reuse-published recipes/ke/suite_fewshot50.yaml
   leannet suite --reuse-published recipes/ke/suite_fewshot100.yaml
   local trained=(runs/ke/fewshot*/ke/seed*)  # slim with re-estimated BN needs the checkpoints: local runs only
