@@ -327,7 +327,12 @@ def render_reproduction(spec: Spec, root: Path, spec_name: str) -> str:
         "checkpoint, labelled so. A claim is "
         "*reproduced* when the difference of means has the paper's sign and exceeds two standard errors, "
         "*not reproduced* when it has the opposite sign beyond two standard errors, *inconclusive* "
-        f"otherwise.\n\nMachine: {spec.machine}\n"
+        "otherwise. A *paired* claim compares runs of the same seeds (same image subset, initial weights and "
+        "data order) and uses the standard error of the per-seed differences; its effect column gives the mean "
+        "± std of those differences, how many seeds favour the paper, and the two-sided sign-test p. Training "
+        "is deterministic for a given recipe, seed and thread count on one machine (tests/train/"
+        "test_determinism.py); timings are not, and other thread counts or machines may differ in the last "
+        f"digits.\n\nMachine: {spec.machine}\n"
     )
     body = "\n".join(render_section(s, root) for s in spec.sections)
     return (HEADER.format(spec=spec_name) + intro + "\n## Summary\n\n" + render_headline(spec, root) + "\n"
