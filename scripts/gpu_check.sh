@@ -8,7 +8,8 @@
 # On this machine, once (puts omegaconf's wheels and Fashion-MNIST's gzip files in git-ignored folders):
 #   bash scripts/gpu_check.sh prepare
 # On the GPU machine, from the repository root, carrying .whl and .gpu_data with the working tree:
-#   bash scripts/gpu_check.sh run          # writes $OUT/gpu_check.tar.gz (results.json + metrics.csv per run)
+#   bash scripts/gpu_check.sh run          # writes $OUT/gpu_check.tar.gz (results.json + metrics.csv per run),
+#                                          # summary.md and gpu_check.json (commit it as results/spiking/gpu_check.json)
 #   SMOKE=1 bash scripts/gpu_check.sh run  # the same commands at a few epochs: a rehearsal on a CPU
 # The GPU image holds torch, lightning, torchmetrics, timm and matplotlib; only omegaconf travels as wheels.
 set -euo pipefail
@@ -57,7 +58,8 @@ run() {
   echo "$failed of the 5 jobs stopped early or failed (timeout ${limit}s: their metrics.csv still has every finished epoch)"
   tar -czf "$out/gpu_check.tar.gz" "$out"/*.log \
     $(find runs/gpu_check runs/distill_fewshot100 -name results.json -o -name metrics.csv -o -name config.yaml 2>/dev/null)
-  python3 scripts/gpu_check_summary.py runs/gpu_check runs/distill_fewshot100 | tee "$out/summary.md"
+  python3 scripts/gpu_check_summary.py runs/gpu_check runs/distill_fewshot100 --json "$out/gpu_check.json" \
+    | tee "$out/summary.md"
 }
 
 case "${1:-}" in

@@ -1,7 +1,9 @@
 """Summarise scripts/gpu_check.sh's runs as markdown: TSSL-BP final vs best test epoch next to the paper,
 and the KD family's per-variant test accuracy with the paired difference to the baseline.
 
-    python scripts/gpu_check_summary.py runs/gpu_check runs/distill_fewshot100
+    python scripts/gpu_check_summary.py runs/gpu_check runs/distill_fewshot100 [--json results/spiking/gpu_check.json]
+
+`--json` also writes the TSSL-BP numbers ({run: {epochs, final, best, best_epoch}}), which REPRODUCTION.md reads.
 """
 
 from __future__ import annotations
@@ -17,19 +19,28 @@ from leannet.train.callbacks import read_metrics
 PAPER = {"cnn_tssl": "92.69 ± 0.09 % (100 epochs)", "mlp_tssl": "89.75 ± 0.03 % (100 epochs)"}
 
 
-def spiking_rows(root: Path) -> list[str]:
+def spiking_numbers(root: Path) -> dict[str, dict[str, float]]:
+    """Per TSSL-BP run: epochs done, final and best test accuracy (val/acc is the test set: data.val_on_test)."""
+    numbers = {}
+    for name in PAPER:
+        path = root / name / "metrics.csv"
+        accs = [r["val/acc"] for r in read_metrics(path) if "val/acc" in r] if path.is_file() else []
+        if accs:
+            best = max(range(len(accs)), key=accs.__getitem__)
+            numbers[name] = {"epochs": len(accs), "final": accs[-1], "best": accs[best], "best_epoch": best + 1}
+    return numbers
+
+
+def spiking_rows(numbers: dict[str, dict[str, float]]) -> list[str]:
     lines = ["| run | epochs done | final test acc | best test epoch (paper's protocol) | paper |",
              "|---|---|---|---|---|"]
     for name, paper in PAPER.items():
-        path = root / name / "metrics.csv"
-        rows = [r for r in read_metrics(path) if "val/acc" in r] if path.is_file() else []
-        if not rows:
+        n = numbers.get(name)
+        if n is None:
             lines.append(f"| {name} | 0 | – | – | {paper} |")
-            continue
-        accs = [r["val/acc"] for r in rows]
-        best = max(range(len(accs)), key=accs.__getitem__)
-        lines.append(f"| {name} | {len(accs)} | {100 * accs[-1]:.2f} % | {100 * accs[best]:.2f} % (epoch {best + 1}) "
-                     f"| {paper} |")
+        else:
+            lines.append(f"| {name} | {n['epochs']} | {100 * n['final']:.2f} % | {100 * n['best']:.2f} % "
+                         f"(epoch {n['best_epoch']}) | {paper} |")
     return lines
 
 
@@ -53,8 +64,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spiking_runs", type=Path)
     parser.add_argument("kd_runs", type=Path)
+    parser.add_argument("--json", type=Path, help="also write the TSSL-BP numbers here")
     args = parser.parse_args()
-    print("\n".join(["## TSSL-BP, all 60,000 training images", ""] + spiking_rows(args.spiking_runs)
+    numbers = spiking_numbers(args.spiking_runs)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(numbers, indent=2) + "\n")
+    print("\n".join(["## TSSL-BP, all 60,000 training images", ""] + spiking_rows(numbers)
                     + ["", "## KD family, few-shot suite", ""] + suite_rows(args.kd_runs)))
 
 
