@@ -104,4 +104,10 @@ def build_external(
     if width != 1.0:
         raise LeannetError(f"width is only for leannet models; for '{name}' pick a wider variant instead")
     model = SOURCES[source](model_name, num_classes, in_channels, **kwargs)
-    return model if norm == "bn" else swap_batchnorm(model, norm)
+    if norm == "bn":
+        return model
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        norms = sorted({type(m).__name__ for m in model.modules() if "Norm" in type(m).__name__}) or ["none"]
+        raise LeannetError(f"model.norm={norm} replaces BatchNorm2d layers, but {name} has none "
+                           f"(its norm layers: {', '.join(norms)}); drop model.norm or pick a model with BatchNorm")
+    return swap_batchnorm(model, norm)
