@@ -67,7 +67,7 @@ def check_recipe(config: Any, run_dir: str | Path | None = None) -> None:
     at_least("data.num_workers", data.num_workers, 0, 0)
     one_of("optim.name", optim.name, OPTIMIZERS.names())
     one_of("schedule.name", config.schedule.name, SCHEDULES.names())
-    positive("optim.lr", optim.lr, 0.1)
+    at_least("optim.lr", optim.lr, 0, 0.1)  # 0 keeps the weights fixed (a control run)
     at_least("optim.weight_decay", optim.weight_decay, 0, 5.0e-4)
     at_least("optim.momentum", optim.momentum, 0, 0.9)
     at_least("schedule.warmup_epochs", config.schedule.warmup_epochs, 0, 0.5)

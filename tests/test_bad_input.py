@@ -112,7 +112,7 @@ CASES = {  # id: (argv, what stderr must say, through a subprocess)
     "max_epochs_neg": ([*T, "trainer.max_epochs=-1"], "trainer.max_epochs must be >= 1, got -1", False),
     "batch_size_0": ([*T, "data.batch_size=0"], "data.batch_size must be >= 1, got 0; set e.g.", False),
     "batch_size_neg": ([*T, "data.batch_size=-5"], "data.batch_size must be >= 1, got -5", False),
-    "lr_neg": ([*T, "optim.lr=-0.1"], "optim.lr must be > 0, got -0.1; set e.g. optim.lr=0.1", False),
+    "lr_neg": ([*T, "optim.lr=-0.1"], "optim.lr must be >= 0, got -0.1; set e.g. optim.lr=0.1", False),
     "progress": ([*T, "trainer.progress=nosuch"], "trainer.progress 'nosuch'; valid values: auto, bar, none", False),
     "threads_0": ([*T, "trainer.threads=0"], "trainer.threads must be >= 1, got 0", False),
     "optimizer": ([*T, "optim.name=nosuch"], "unknown optim.name 'nosuch'; valid values: adamw, sgd", False),
@@ -175,3 +175,16 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, place, tmp_path, trained
     assert snapshot(tmp_path) == before_tmp  # no run folder, report or data written
     assert snapshot(trained) == before_run  # the resumed run's config.yaml and checkpoints untouched
     assert git_status() == before_git
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_disk_that_fills_up_mid_run_is_one_line(code, monkeypatch, capsys):
+    """Past the up-front out_dir check, a write that fails names the file and how to go on."""
+    def failing_train(config):
+        raise OSError(code, os.strerror(code), "/data/runs/x/checkpoints/last.ckpt")
+
+    monkeypatch.setattr("leannet.train.run.train", failing_train)
+    assert leannet_main(["train", "fashion_mnist"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write /data/runs/x/checkpoints/last.ckpt: " in err
+    assert "`leannet train --resume RUN_DIR`" in err

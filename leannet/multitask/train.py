@@ -137,7 +137,7 @@ def check_config(config: DictConfig) -> None:
         at_least(key, OmegaConf.select(config, key), 0, OmegaConf.select(OmegaConf.structured(MTConfig), key))
     if config.threads is not None:
         at_least("threads", config.threads, 1, 1)
-    positive("optim.lr", config.optim.lr, 0.05)
+    at_least("optim.lr", config.optim.lr, 0, 0.05)
     positive("optim.policy_lr", config.optim.policy_lr, 0.01)
     positive("adashare.tau", config.adashare.tau, 5.0)
 

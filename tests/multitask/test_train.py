@@ -71,8 +71,8 @@ def test_a_second_run_with_the_same_name_keeps_the_first(tiny, tmp_path):
 def test_value_errors_and_report_inputs(tmp_path):
     with pytest.raises(LeannetError, match="epochs must be >= 1, got 0; set e.g. epochs=10"):
         load_config("recipes/multitask/scenes.yaml", ["epochs=0"])
-    with pytest.raises(LeannetError, match="optim.lr must be > 0"):
-        load_config("multitask/scenes", ["optim.lr=0"])
+    with pytest.raises(LeannetError, match="optim.lr must be >= 0"):
+        load_config("multitask/scenes", ["optim.lr=-1"])
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(LeannetError, match="bad.json is not valid JSON"):
         load_runs([tmp_path / "bad.json"])
