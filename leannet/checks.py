@@ -101,13 +101,17 @@ def describe_os_error(err: OSError) -> str:
 
 
 def check_resume(module: Any, checkpoint: str | Path) -> None:
-    """The checkpoint a run resumes from must hold exactly the built module's tensors (same model, method)."""
+    """The checkpoint a run resumes from must hold the built module's tensors, same shapes (same model, method).
+
+    Extra non-float tensors in the checkpoint are allowed: buffers a callback attaches once training
+    starts (e.g. Knowledge Evolution's boolean masks) are not on a freshly built module.
+    """
     from leannet.train.callbacks import safe_torch_load
 
     saved = safe_torch_load(checkpoint).get("state_dict", {})
     own = module.state_dict()
     missing = sorted(set(own) - set(saved))
-    extra = sorted(set(saved) - set(own))
+    extra = sorted(k for k in set(saved) - set(own) if saved[k].is_floating_point())
     shapes = sorted(k for k in set(own) & set(saved) if tuple(own[k].shape) != tuple(saved[k].shape))
     if missing or extra or shapes:
         first = (shapes or missing or extra)[0]

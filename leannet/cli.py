@@ -24,6 +24,9 @@ EPILOG_TRAIN = """examples:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    if not args.resume and args.recipe and "=" in args.recipe and not Path(args.recipe).is_file():
+        raise LeannetError(f"'{args.recipe}' is an override, not a recipe: give the recipe first, e.g. "
+                           f"`leannet train fashion_mnist {args.recipe}` (list them with `leannet recipes`)")
     from leannet.config import load_recipe
     from leannet.train.run import resume, train
 
@@ -33,9 +36,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         if not args.recipe:
             raise LeannetError("give a recipe (e.g. recipes/baseline/fashion_mnist.yaml) or --resume RUN_DIR")
-        if "=" in args.recipe and not Path(args.recipe).is_file():
-            raise LeannetError(f"'{args.recipe}' is an override, not a recipe: give the recipe first, e.g. "
-                               f"`leannet train fashion_mnist {args.recipe}` (list them with `leannet recipes`)")
         results = train(load_recipe(args.recipe, args.overrides))
     print(json.dumps(results, indent=2))
 

@@ -106,10 +106,6 @@ def explain_run(run_dir: str | Path, layer: str, probe: str = "scenes", max_leng
     ``cache_dir``: stream the activations into a ``.npy`` memory map there instead of memory.
     Returns a summary (paths, number of units, fraction interpretable, mean IoU).
     """
-    from leannet.explain.dissect import dissect, find_module
-    from leannet.explain.probes import load_probe
-    from leannet.train.run import load_trained
-
     for flag, value in (("--count", count), ("--max-length", max_length), ("--beam", beam), ("--top", top)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise LeannetError(f"{flag} must be an integer >= 1, got {value}; e.g. {flag} {FLAG_EXAMPLES[flag]}")
@@ -117,6 +113,10 @@ def explain_run(run_dir: str | Path, layer: str, probe: str = "scenes", max_leng
         raise LeannetError(f"--candidate-limit must be >= 1, got {candidate_limit}; or leave it out")
     if not 0 < quantile < 1:
         raise LeannetError(f"--quantile must be in (0, 1), got {quantile}; the paper uses 0.005")
+    from leannet.explain.dissect import dissect, find_module
+    from leannet.explain.probes import load_probe
+    from leannet.train.run import load_trained
+
     _, built = load_trained(run_dir, checkpoint)
     info = built.loaders.info
     model = built.method.model
