@@ -134,6 +134,8 @@ CASES = {  # id: (argv, what stderr must say, through a subprocess)
                    "expected {torch_home}/hub/checkpoints/mobilenet_v3_small-047dcff4.pth; download", False),
     "tv_weights_name": ([*T, "model.name=tv:mobilenet_v3_small", "model.args.weights=NOSUCH"],
                         "unknown model.args.weights 'NOSUCH' for tv:mobilenet_v3_small; valid: DEFAULT", False),
+    "tv_pretrained_key": ([*T, "model.name=tv:resnet18", "model.args.pretrained=true"],
+                          "argument 'pretrained'; remove it (pretrained weights: model.args.weights)", False),
     "rbn_on_layernorm": ([*T, "model.name=timm:test_vit", "model.norm=rbn"],
                          "model.norm=rbn replaces BatchNorm2d layers, but timm:test_vit has none", False),
     "bn_only_on_layernorm": ([*T, "model.name=timm:test_vit", "freeze.mode=bn_only"],

@@ -127,7 +127,12 @@ def build_external(
     if width != 1.0:
         raise LeannetError(f"width is only for leannet models; for '{name}' pick a wider variant instead")
     pretrained = kwargs.get("weights") is not None or kwargs.get("pretrained") not in (None, False)
-    model = SOURCES[source](model_name, num_classes, in_channels, **kwargs)
+    try:
+        model = SOURCES[source](model_name, num_classes, in_channels, **kwargs)
+    except TypeError as err:  # an argument the model's constructor does not take
+        hint = {"tv": "model.args.weights", "timm": "model.args.pretrained"}[source]
+        raise LeannetError(f"model.args of {name}: {' '.join(str(err).split())}; remove it (pretrained weights: "
+                           f"{hint})") from None
     if norm == "bn":
         return model
     if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
