@@ -1,4 +1,4 @@
-"""The `leannet` command line: train, suite, eval, report, repro, explain, data, list.
+"""The `leannet` command line: train, suite, eval, report, repro, explain, data, recipes, list.
 
 Every user mistake surfaces as one line `leannet: error: …` and exit code 2.
 """
