@@ -1,4 +1,4 @@
-"""The `leannet` command line: train, suite, eval, report, repro, explain, data, list.
+"""The `leannet` command line: train, suite, eval, report, repro, explain, data, recipes, list.
 
 Every user mistake surfaces as one line `leannet: error: …` and exit code 2.
 """
@@ -6,14 +6,17 @@ Every user mistake surfaces as one line `leannet: error: …` and exit code 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
 
 from leannet.errors import LeannetError
 
+WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)
 EPILOG_TRAIN = """examples:
   leannet train recipes/baseline/fashion_mnist.yaml
+  leannet train fashion_mnist trainer.max_epochs=1     # a shipped recipe by name (see `leannet recipes`)
   leannet train recipes/baseline/fashion_mnist.yaml model.name=resnet8 trainer.max_epochs=2 seed=1
   leannet train --resume runs/fashion_mnist            # continue an interrupted run exactly
   leannet train recipe.yaml trainer.devices=2 trainer.strategy=ddp trainer.accelerator=cpu
@@ -21,6 +24,9 @@ EPILOG_TRAIN = """examples:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    if not args.resume and args.recipe and "=" in args.recipe and not Path(args.recipe).is_file():
+        raise LeannetError(f"'{args.recipe}' is an override, not a recipe: give the recipe first, e.g. "
+                           f"`leannet train fashion_mnist {args.recipe}` (list them with `leannet recipes`)")
     from leannet.config import load_recipe
     from leannet.train.run import resume, train
 
@@ -114,6 +120,13 @@ def cmd_list(args: argparse.Namespace) -> None:
               "resnet<6n+2>   a CIFAR ResNet of any valid depth, e.g. resnet866")
 
 
+def cmd_recipes(args: argparse.Namespace) -> None:
+    from leannet.config import packaged_recipes, recipe_names
+
+    print(f"# shipped with leannet, in {packaged_recipes()}; run one with `leannet train NAME`")
+    print("\n".join(recipe_names()))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leannet", description="Eight papers' techniques on your own models.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -187,6 +200,11 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--root", help="data directory (default: $LEANNET_DATA or ~/.cache/leannet/data)")
     f.set_defaults(func=cmd_data)
 
+    rc = sub.add_parser("recipes", help="list the recipes shipped with leannet",
+                        description="Recipes ship with the package: `leannet train byot/fashion_mnist` runs "
+                        "recipes/byot/fashion_mnist.yaml from anywhere (a bare name picks the baseline one).")
+    rc.set_defaults(func=cmd_recipes)
+
     ls = sub.add_parser("list", help="list registered names")
     ls.add_argument("what", choices=["models", "datasets", "methods", "norms"])
     ls.set_defaults(func=cmd_list)
@@ -199,6 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except LeannetError as err:
         print(f"leannet: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the disk filled up or went read-only mid-run: checkpoints so far are kept
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        from leannet.checks import describe_os_error
+
+        print(f"leannet: error: cannot write {err.filename or 'a file'}: {describe_os_error(err)}; free space or "
+              "choose another out_dir, then `leannet train --resume RUN_DIR`", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("leannet: interrupted; resume with `leannet train --resume RUN_DIR`", file=sys.stderr)

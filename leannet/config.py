@@ -8,6 +8,7 @@ keys under `method:` are validated against the method's own signature (see `lean
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +119,50 @@ class Recipe:
     evolve: EvolveConfig = field(default_factory=EvolveConfig)
 
 
+def packaged_recipes() -> Path:
+    """The folder of the recipes shipped with leannet (package data; `recipes/` of a source checkout)."""
+    return Path(str(resources.files("leannet") / "recipes"))
+
+
+def recipe_names() -> list[str]:
+    """Every shipped recipe as `folder/name` (what `leannet recipes` lists)."""
+    root = packaged_recipes()
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def find_recipe(path: str | Path) -> Path:
+    """A recipe file from a path, or from a shipped recipe's name when no such file exists here.
+
+    `recipes/byot/fashion_mnist.yaml`, `byot/fashion_mnist` and `byot/fashion_mnist.yaml` all name the
+    shipped file; a bare name (`fashion_mnist`) is the one recipe of that name, or the `baseline/` one.
+    Unresolvable names come back unchanged (reading them gives the "not found" error).
+    """
+    path = Path(path)
+    if path.is_file() or path.is_absolute():
+        return path
+    root = packaged_recipes()
+    rel = Path(*path.parts[1:]) if path.parts[:1] == ("recipes",) else path
+    for candidate in (root / rel, root / rel.with_name(rel.name + ".yaml")):
+        if candidate.is_file():
+            return candidate
+    if len(rel.parts) == 1:
+        stem = rel.name.removesuffix(".yaml")
+        matches = sorted(root.rglob(f"{stem}.yaml"))
+        preferred = [m for m in matches if m.parent.name == "baseline"]
+        if len(matches) == 1 or preferred:
+            return (preferred or matches)[0]
+        if matches:
+            names = ", ".join(str(m.relative_to(root).with_suffix("")) for m in matches)
+            raise LeannetError(f"recipe name '{stem}' is ambiguous: give one of {names}")
+    return path
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Parse a YAML file into a dict; a missing or malformed file is a one-line error naming it."""
     path = Path(path)
     if not path.is_file():
-        raise LeannetError(f"config file not found: {path}; check the path (recipes live in recipes/)")
+        raise LeannetError(f"config file not found: {path}; check the path or list the shipped recipes "
+                           "with `leannet recipes`")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -179,6 +219,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> DictConfi
     layers: list[Any] = []
     source = "defaults"
     if path is not None:
+        path = find_recipe(path)
         layers.append(read_yaml(path))
         source = str(path)
         if "name" not in layers[0]:

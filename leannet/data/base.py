@@ -97,7 +97,15 @@ def load_split(name: str, root: Path, train: bool, **kwargs: object) -> Split:
             f"dataset '{name}' does not take {', '.join(sorted(kwargs))}; "
             f"its options are: {', '.join(options) or 'none'}"
         ) from None
-    return source(root, train, **kwargs)
+    split = source(root, train, **kwargs)
+    if len(split) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < len(split.class_names):
+        bad = split.labels[(split.labels < 0) | (split.labels >= len(split.class_names))]
+        raise LeannetError(
+            f"the {'training' if train else 'test'} labels of dataset '{name}' in {root} include {int(bad[0])}, "
+            f"outside 0..{len(split.class_names) - 1} ({len(bad)} such labels): the label file is corrupt; "
+            f"delete it and fetch the dataset again (`leannet data fetch {name}`)"
+        )
+    return split
 
 
 def one_line(error: BaseException) -> str:

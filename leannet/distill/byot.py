@@ -405,7 +405,8 @@ class BYOT(Method):
     each classifier's CE: `lsr` (label smoothing `smoothing`) or `tfkd_reg`
     ((1−reg_alpha)·CE + reg_alpha·reg_multiplier·Tf-KD_reg at `reg_temperature`, `correct_prob`).
     Evaluation: `predict` is the deepest classifier; `eval_logits` adds every classifier
-    (`exit1` … `exitN`, N the deepest) and their `ensemble`.
+    (`exit1` … `exitN`, N the deepest) and their `ensemble`. `input_shape` [C, H, W] of the probe
+    input that sizes the exits: filled in from the dataset by `leannet train` (e.g. [1, 28, 28]).
     """
 
     def __init__(
@@ -426,6 +427,7 @@ class BYOT(Method):
         reg_temperature: float = 20.0,
         correct_prob: float = 0.99,
         reg_multiplier: float = 1.0,
+        input_shape: list | None = None,
     ) -> None:
         super().__init__(model, num_classes)
         if not 0.0 <= alpha <= 1.0:
@@ -437,7 +439,11 @@ class BYOT(Method):
         if exits is not None and (not isinstance(exits, (list, tuple)) or not all(isinstance(e, str) for e in exits)):
             raise LeannetError(f"method.exits must be a list of module paths, got {exits!r}")
         self.alpha, self.temperature, self.hint_weight = alpha, temperature, hint_weight
-        self.net = SelfDistillation(model, exits, head, mid_channels=mid_channels or None, norm=exit_norm)
+        if input_shape is not None and (len(input_shape) != 3 or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in input_shape)):
+            raise LeannetError(f"method.input_shape must be [C, H, W] (positive integers), got {input_shape!r}")
+        shape = tuple(input_shape) if input_shape is not None else None
+        self.net = SelfDistillation(model, exits, head, shape, mid_channels=mid_channels or None, norm=exit_norm)
         weight = next(model.parameters())
         if weight.ndim == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
             self.net.classifiers.to(memory_format=torch.channels_last)

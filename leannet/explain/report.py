@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from torch import nn
 
 from leannet.errors import LeannetError
 from leannet.explain.dissect import Dissection, upsampled_masks
 from leannet.explain.formulas import evaluate, parse_formula
 
+FLAG_EXAMPLES = {"--count": 2000, "--max-length": 3, "--beam": 5, "--top": 6}
 FIELDS = ["unit", "formula", "iou", "length", "label", "label_iou", "label_category", "interpretable",
           "threshold", "unit_coverage"]
 
@@ -104,12 +106,24 @@ def explain_run(run_dir: str | Path, layer: str, probe: str = "scenes", max_leng
     ``cache_dir``: stream the activations into a ``.npy`` memory map there instead of memory.
     Returns a summary (paths, number of units, fraction interpretable, mean IoU).
     """
-    from leannet.explain.dissect import dissect
+    for flag, value in (("--count", count), ("--max-length", max_length), ("--beam", beam), ("--top", top)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LeannetError(f"{flag} must be an integer >= 1, got {value}; e.g. {flag} {FLAG_EXAMPLES[flag]}")
+    if candidate_limit is not None and candidate_limit < 1:
+        raise LeannetError(f"--candidate-limit must be >= 1, got {candidate_limit}; or leave it out")
+    if not 0 < quantile < 1:
+        raise LeannetError(f"--quantile must be in (0, 1), got {quantile}; the paper uses 0.005")
+    from leannet.explain.dissect import dissect, find_module
     from leannet.explain.probes import load_probe
     from leannet.train.run import load_trained
 
     _, built = load_trained(run_dir, checkpoint)
     info = built.loaders.info
+    model = built.method.model
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if linears and find_module(model, layer) is linears[-1] and linears[-1].out_features == info.num_classes:
+        raise LeannetError(f"layer '{layer}' is the classifier: its {info.num_classes} units are the class logits, "
+                           "not features to explain; pass --layer a convolutional layer (e.g. layer3)")
     p = load_probe(probe, count=count, size=info.image_size[0], seed=seed)
     p.images = match_channels(p.images, info.in_channels)
     out_dir = Path(out) if out else Path(run_dir) / "explain" / layer

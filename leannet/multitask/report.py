@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from leannet.errors import LeannetError
 from leannet.multitask.metrics import HIGHER_IS_BETTER, delta_m
 
 METHOD_ORDER = ("single", "hard", "random", "adashare")
+RUN_KEYS = {"metrics", "seed", "params", "executed_blocks", "num_blocks", "seconds"}
 LABELS = {"single": "single-task", "hard": "hard sharing", "random": "random policy", "adashare": "AdaShare"}
 
 
@@ -19,9 +21,22 @@ def load_runs(paths: list[Path]) -> list[dict[str, Any]]:
     """Run results under ``paths``: ``results.json`` of run directories and ``<method>-seed<N>.json`` copies."""
     found = set()
     for p in map(Path, paths):
+        if not p.exists():
+            raise LeannetError(f"no such file or directory: {p}; give multi-task run folders (e.g. runs/multitask)")
         found |= {p} if p.is_file() else {*p.rglob("results.json"), *p.rglob("*-seed*.json")}
-    files = sorted(found)
-    return [json.loads(f.read_text()) for f in files]
+    runs = []
+    for f in sorted(found):
+        try:
+            run = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise LeannetError(f"{f} is not valid JSON ({err}); delete it or leave its folder out") from None
+        if isinstance(run, dict) and run.get("method") in METHOD_ORDER and run.keys() >= RUN_KEYS:
+            runs.append(run)
+    if not runs:
+        where = ", ".join(map(str, paths))
+        raise LeannetError(f"no multi-task results under {where} ({len(found)} JSON files, none from "
+                           "`python -m leannet.multitask run`); point to runs/multitask or results/adashare")
+    return runs
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -24,7 +24,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from leannet.config import parse_overrides, read_yaml
+from leannet.checks import at_least, check_writable, positive
+from leannet.config import find_recipe, parse_overrides, read_yaml
 from leannet.data.scenes import load_scenes
 from leannet.errors import LeannetError
 from leannet.multitask.adashare import (
@@ -111,7 +112,8 @@ class MTConfig:
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> DictConfig:
     """A multi-task recipe (YAML) merged onto the typed schema, plus ``key=value`` overrides."""
     config = OmegaConf.structured(MTConfig)
-    layers = ([read_yaml(path)] if path is not None else []) + ([parse_overrides(list(overrides))] if overrides else [])
+    layers = [read_yaml(find_recipe(path))] if path is not None else []
+    layers += [parse_overrides(list(overrides))] if overrides else []
     try:
         for layer in layers:
             config = OmegaConf.merge(config, layer)
@@ -122,7 +124,32 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> DictConfi
     if config.method not in METHODS:
         raise LeannetError(f"unknown multitask method '{config.method}'; valid: {', '.join(METHODS)}")
     task_specs(list(config.tasks))
+    check_config(config)
     return config
+
+
+def check_config(config: DictConfig) -> None:
+    """Values the schema cannot check: counts and sizes >= 1, a positive learning rate."""
+    for key in ("epochs", "data.batch_size", "data.train_count", "data.test_count", "data.size",
+                "adashare.samples", "adashare.curriculum_speed"):
+        at_least(key, OmegaConf.select(config, key), 1, OmegaConf.select(OmegaConf.structured(MTConfig), key))
+    for key in ("adashare.warmup_epochs", "adashare.search_epochs"):
+        at_least(key, OmegaConf.select(config, key), 0, OmegaConf.select(OmegaConf.structured(MTConfig), key))
+    if config.threads is not None:
+        at_least("threads", config.threads, 1, 1)
+    at_least("optim.lr", config.optim.lr, 0, 0.05)
+    positive("optim.policy_lr", config.optim.policy_lr, 0.01)
+    positive("adashare.tau", config.adashare.tau, 5.0)
+
+
+def new_run_dir(config: DictConfig) -> Path:
+    """``out_dir/<name>-<method>-seed<N>``, suffixed -2, -3 … so an earlier run is never overwritten."""
+    base = Path(config.out_dir) / f"{config.name}-{config.method}-seed{config.seed}"
+    run_dir, k = base, 1
+    while run_dir.exists():
+        k += 1
+        run_dir = base.with_name(f"{base.name}-{k}")
+    return run_dir
 
 
 # ---- data --------------------------------------------------------------------------------------------------
@@ -304,14 +331,15 @@ def search(net: AdaShareNet, train: DenseData, config: DictConfig, generator: to
 
 def run(config: DictConfig) -> dict[str, Any]:
     """Train and test one method with one seed; writes ``results.json`` (and final weights) to the run dir."""
+    check_config(config)
+    check_writable("out_dir", config.out_dir)
     if config.threads:
         torch.set_num_threads(int(config.threads))
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     tasks = list(config.tasks)
     train, test = scenes_data(config.data, tasks)
-    run_dir = Path(config.out_dir) / f"{config.name}-{config.method}-seed{config.seed}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_dir(config)  # created by the first file written into it
     log: list[dict] = []
     start = time.perf_counter()
     result: dict[str, Any] = {"method": config.method, "seed": config.seed, "tasks": tasks}
@@ -347,6 +375,7 @@ def run(config: DictConfig) -> dict[str, Any]:
         result["policy"] = full.int().tolist()
         result["executed_blocks"] = {t: int(full[i].sum()) for i, t in enumerate(tasks)}
         atomic_torch_save({"state_dict": net.state_dict(), "policy": full}, run_dir / "weights.pt")
+    result["run_dir"] = str(run_dir)
     result["seconds"] = time.perf_counter() - start
     result["log"] = log
     result["config"] = OmegaConf.to_container(config, resolve=True)

@@ -163,6 +163,11 @@ def freeze(model: nn.Module, mode: str, *, output: str | None = None, seed: int 
     trainable = select(model, lambda: output_layer(model, output), torch.Generator().manual_seed(seed))
     if trainable is None:
         return model
+    if not any(p.numel() for p in trainable):
+        raise LeannetError(
+            f"freeze.mode={mode} leaves no trainable parameter in {type(model).__name__} (it has no BatchNorm "
+            "layer with γ, β); pick a model with BatchNorm or another freeze.mode"
+        )
     keep = {id(p) for p in trainable}
     for param in model.parameters():
         param.requires_grad_(id(param) in keep)

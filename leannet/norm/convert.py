@@ -105,6 +105,9 @@ def convert_norm(model: nn.Module, norm: str, strict: bool = True, keep_output: 
             lambda m: _retype(m, cls),
         )
         before = {id(m) for m in model.modules()}
+        if not any(isinstance(m, nn.BatchNorm2d | RepresentativeBatchNorm2d) for m in model.modules()):
+            raise LeannetError(f"{type(model).__name__} has no BatchNorm2d layer to convert to {norm} "
+                               "(RBN replaces BatchNorm only, not LayerNorm or GroupNorm)")
         model = swap_batchnorm(model, norm)
         if keep_output:
             with torch.no_grad():

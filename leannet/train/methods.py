@@ -120,8 +120,13 @@ def _check_type(method: str, param: inspect.Parameter, value: Any) -> Any:
     return value
 
 
-def build_method(config: dict[str, Any], model: nn.Module, num_classes: int) -> Method:
-    """Build the method named in `config["name"]` around `model`, validating its other keys."""
+def build_method(config: dict[str, Any], model: nn.Module, num_classes: int,
+                 input_shape: tuple[int, ...] | None = None) -> Method:
+    """Build the method named in `config["name"]` around `model`, validating its other keys.
+
+    `input_shape` (C, H, W) of the data is passed to methods that declare an `input_shape` key and
+    whose recipe leaves it unset (e.g. BYOT reads its exits' shapes from one probe input).
+    """
     config = dict(config)
     name = config.pop("name")
     params = method_params(name)
@@ -129,5 +134,7 @@ def build_method(config: dict[str, Any], model: nn.Module, num_classes: int) -> 
     if unknown:
         valid = ", ".join(sorted(params)) or "(none)"
         raise LeannetError(f"unknown key(s) {unknown} for method '{name}'; valid keys: {valid}")
+    if input_shape is not None and "input_shape" in params and config.get("input_shape") is None:
+        config["input_shape"] = list(input_shape)
     kwargs = {key: _check_type(name, params[key], value) for key, value in config.items()}
     return METHODS.get(name)(model, num_classes, **kwargs)

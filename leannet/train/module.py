@@ -59,10 +59,11 @@ class LeanModule(L.LightningModule):
         out = self.method((x, y))
         loss = out["loss"]
         if not torch.isfinite(loss):
+            kept = (f"last.ckpt (end of epoch {self.current_epoch}) is kept" if self.current_epoch > 0
+                    else "no checkpoint was written (it fails in the first epoch)")
             raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
-                f"step {self.global_step}; training stopped and the last good checkpoint is kept; "
-                "lower optim.lr or check the data"
+                f"non-finite training loss ({loss.item()}) in epoch {self.current_epoch + 1}, "
+                f"step {self.global_step + 1}; training stopped and {kept}; lower optim.lr or check the data"
             )
         n = y.shape[0]
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n)

@@ -28,6 +28,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from leannet.checks import check_recipe, check_resume
 from leannet.config import load_recipe, to_dict
 from leannet.data import Loaders, build_loaders
 from leannet.errors import LeannetError
@@ -132,7 +133,8 @@ def build(config: DictConfig) -> Built:
     model = apply_freeze_config(model, config.freeze, config.seed)
     if config.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    method = build_method(to_dict(config.method), model, info.num_classes)
+    method = build_method(to_dict(config.method), model, info.num_classes,
+                          input_shape=(info.in_channels, *info.image_size))
     if config.trainer.compile:
         method.model.compile()  # in place: state-dict keys stay those of the plain model
     module = LeanModule(method, config.optim, config.schedule, channels_last=config.trainer.channels_last)
@@ -196,6 +198,7 @@ def train(
 ) -> dict[str, Any]:
     """Train one recipe; returns the results also written to `run_dir/results.json`."""
     quiet_lightning()
+    check_recipe(config, run_dir)  # before any folder is created
     if config.trainer.threads:
         torch.set_num_threads(config.trainer.threads)
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
@@ -223,6 +226,8 @@ def train(
 def _train(config: DictConfig, run_dir: Path, resume: bool, callbacks: list[L.Callback]) -> dict[str, Any]:
     last = run_dir / "checkpoints" / "last.ckpt"
     built = build(config)
+    if resume:
+        check_resume(built.module, last)  # before config.yaml is rewritten
     has_val = built.loaders.val is not None
     trainer = make_trainer(config, run_dir, callbacks, has_val=has_val)
     if trainer.is_global_zero:

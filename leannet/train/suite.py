@@ -31,7 +31,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from leannet.config import load_recipe, merge_recipe, parse_overrides, read_yaml
+from leannet.config import find_recipe, load_recipe, merge_recipe, parse_overrides, read_yaml
 from leannet.errors import LeannetError
 
 
@@ -78,7 +78,7 @@ def load_suite(
 ) -> tuple[SuiteConfig, list[SuiteRun]]:
     """Expand a suite file into its runs; `overrides` (key=value) apply to every run; with `reuse_published`,
     runs whose copy lies in `results_dir` count as done."""
-    path = Path(path)
+    path = find_recipe(path)  # a path, or the name of a shipped suite (e.g. suites/main)
     try:
         suite = OmegaConf.merge(OmegaConf.structured(SuiteConfig), read_yaml(path))
     except OmegaConfBaseException as err:

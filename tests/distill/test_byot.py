@@ -210,3 +210,35 @@ def test_one_epoch_end_to_end(tmp_path):
     assert saved["test_acc_exit3"] == pytest.approx(saved["test_acc"]) and results["method"] == "byot"
     header = (tmp_path / "byot" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"val/acc_exit1", "val/acc_ensemble", "train/kl", "train/hint"} <= set(header)
+
+
+FASHION_SLOW = [pytest.mark.fashion, pytest.mark.slow]
+
+
+@pytest.mark.parametrize(("data", "size"), [pytest.param("fashion_mnist", 28, marks=FASHION_SLOW), ("digits", 8)])
+def test_tv_resnet18_from_the_recipe_at_the_data_size(tmp_path, data, size):
+    """Issue 18: the exit shapes come from a probe of the dataset's own shape, not 32×32."""
+    config = load_recipe("byot/tv_resnet18_fashion_mnist", [
+        f"out_dir={tmp_path}", "name=tv", f"data.name={data}", "data.few_shot=5", "data.val_size=50",
+        "data.batch_size=25", "trainer.max_epochs=1", "trainer.progress=none", "trainer.threads=1",
+    ])
+    assert config.model.name == "tv:resnet18" and config.method.name == "byot"
+    results = train(config)
+    assert results["epochs"] == 1 and {f"test_acc_exit{k}" for k in range(1, 5)} <= set(results)
+    saved = load_recipe(tmp_path / "tv" / "config.yaml")
+    assert saved.method.get("input_shape") is None  # filled in at build time, so a resume probes the same way
+    # an explicit method.input_shape of the data's size builds exits that run at that size
+    net = build_method({"name": "byot", "input_shape": [1, size, size]},
+                       build_model("tv:resnet18", num_classes=10, in_channels=1), 10).net
+    assert net(torch.randn(2, 1, size, size)).logits.shape == (2, 10)
+
+
+def test_byot_input_shape_key():
+    model = build_model("tv:resnet18", num_classes=3, in_channels=1)
+    with pytest.raises(LeannetError, match=r"method.input_shape must be \[C, H, W\]"):
+        build_method({"name": "byot", "input_shape": [28, 28]}, model, 3)
+    method = build_method({"name": "byot"}, model, 3, input_shape=(1, 28, 28))
+    assert method.net(torch.randn(2, 1, 28, 28)).logits.shape == (2, 3)
+    with pytest.raises(RuntimeError):  # the 32×32 guess of old builds an 8×8 kernel for a 7×7 map
+        build_method({"name": "byot"}, build_model("tv:resnet18", num_classes=3, in_channels=1), 3).net(
+            torch.randn(2, 1, 28, 28))

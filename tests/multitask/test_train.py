@@ -57,3 +57,22 @@ def test_compare_skips_published_runs_and_adds_a_seed(tiny, tmp_path, capsys):
     assert "hard seed 0: done" in out and "hard seed 1: done" not in out
     assert (tmp_path / "out" / "per_run" / "hard-seed0.json").read_text() == first  # not trained again
     assert json.loads((tmp_path / "out" / "per_run" / "hard-seed1.json").read_text())["seed"] == 1
+
+
+def test_a_second_run_with_the_same_name_keeps_the_first(tiny, tmp_path):
+    first = run(tiny("method=hard"))
+    second = run(tiny("method=hard"))
+    assert first["run_dir"] == str(tmp_path / "runs" / "scenes-hard-seed0")
+    assert second["run_dir"] == str(tmp_path / "runs" / "scenes-hard-seed0-2")
+    assert json.loads((tmp_path / "runs" / "scenes-hard-seed0" / "results.json").read_text())["seconds"] == \
+        first["seconds"]
+
+
+def test_value_errors_and_report_inputs(tmp_path):
+    with pytest.raises(LeannetError, match="epochs must be >= 1, got 0; set e.g. epochs=10"):
+        load_config("recipes/multitask/scenes.yaml", ["epochs=0"])
+    with pytest.raises(LeannetError, match="optim.lr must be >= 0"):
+        load_config("multitask/scenes", ["optim.lr=-1"])
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(LeannetError, match="bad.json is not valid JSON"):
+        load_runs([tmp_path / "bad.json"])

@@ -75,13 +75,21 @@ class NanAfterFirstEpoch(Method):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_recipe, tmp_path):
     config = tiny_recipe("method.name=nan_after_first_epoch", "method.steps=22", "trainer.max_epochs=3")
-    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \(nan\) at epoch 1, step 22") as info:
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \(nan\) in epoch 2, step 23; "
+                       r"training stopped and last.ckpt \(end of epoch 1\) is kept") as info:
         train(config, run_dir=tmp_path / "nan")
     assert "\n" not in str(info.value)
     checkpoint = safe_torch_load(tmp_path / "nan" / "checkpoints" / "last.ckpt")
     assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == 20
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
     assert not (tmp_path / "nan" / "results.json").exists()
+
+
+def test_nan_in_the_first_epoch_promises_no_checkpoint(tiny_recipe, tmp_path):
+    config = tiny_recipe("method.name=nan_after_first_epoch", "method.steps=0", "trainer.max_epochs=1")
+    with pytest.raises(NonFiniteLossError, match=r"in epoch 1, step 1; .*no checkpoint was written"):
+        train(config, run_dir=tmp_path / "nan")
+    assert not (tmp_path / "nan" / "checkpoints" / "last.ckpt").exists()
 
 
 def test_corrupt_checkpoint_is_named(tiny_recipe, tmp_path):

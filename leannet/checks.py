@@ -1,0 +1,122 @@
+"""Checks of a resolved recipe before anything is written to disk.
+
+The schema (`leannet.config`) validates keys and types; these checks validate values. Each failure is
+one `LeannetError` line naming the key (or file) and the fix, raised before a run directory exists.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from leannet.errors import LeannetError
+
+# Lightning's accepted `precision` strings (lightning.fabric.connector._PRECISION_INPUT)
+PRECISIONS = ("32-true", "32", "16-mixed", "16-true", "16", "bf16-mixed", "bf16-true", "bf16", "64-true", "64",
+              "transformer-engine", "transformer-engine-float16")
+PROGRESS = ("auto", "bar", "none")
+PROBE_BYTES = 64 * 1024  # written and deleted in out_dir: fails on a full or read-only file system
+
+
+def at_least(key: str, value: Any, low: float, example: Any) -> None:
+    """`value` must be a number >= `low` (NaN fails), else an error naming `key` with an example fix."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float) or \
+            math.isnan(value) or value < low:
+        raise LeannetError(f"{key} must be >= {low:g}, got {value}; set e.g. {key}={example}")
+
+
+def positive(key: str, value: Any, example: Any) -> None:
+    """`value` must be a number > 0 (NaN fails), else an error naming `key` with an example fix."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float) or \
+            math.isnan(value) or value <= 0:
+        raise LeannetError(f"{key} must be > 0, got {value}; set e.g. {key}={example}")
+
+
+def one_of(key: str, value: Any, valid: tuple[str, ...] | list[str]) -> None:
+    if str(value) not in valid:
+        raise LeannetError(f"unknown {key} '{value}'; valid values: {', '.join(valid)}")
+
+
+def check_recipe(config: Any, run_dir: str | Path | None = None) -> None:
+    """Every value of a resolved training recipe that would otherwise fail mid-run or silently.
+
+    `run_dir`: the folder a resumed run writes to (default: the recipe's `out_dir` is checked).
+    """
+    from leannet.train.optim import OPTIMIZERS, SCHEDULES
+
+    t, data, optim = config.trainer, config.data, config.optim
+    at_least("trainer.max_epochs", t.max_epochs, 1, 5)
+    one_of("trainer.precision", t.precision, PRECISIONS)
+    one_of("trainer.progress", t.progress, PROGRESS)
+    if t.threads is not None:
+        at_least("trainer.threads", t.threads, 1, 1)
+    at_least("trainer.log_every_n_steps", t.log_every_n_steps, 1, 50)
+    if t.limit_train_batches is not None:
+        positive("trainer.limit_train_batches", t.limit_train_batches, 10)
+    if t.tensorboard and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        raise LeannetError("trainer.tensorboard=true needs the tensorboard extra: "
+                           "pip install 'leannet[tensorboard]' (or set trainer.tensorboard=false)")
+    at_least("data.batch_size", data.batch_size, 1, 128)
+    at_least("data.eval_batch_size", data.eval_batch_size, 1, 512)
+    at_least("data.val_size", data.val_size, 0, 5000)
+    at_least("data.num_workers", data.num_workers, 0, 0)
+    one_of("optim.name", optim.name, OPTIMIZERS.names())
+    one_of("schedule.name", config.schedule.name, SCHEDULES.names())
+    at_least("optim.lr", optim.lr, 0, 0.1)  # 0 keeps the weights fixed (a control run)
+    at_least("optim.weight_decay", optim.weight_decay, 0, 5.0e-4)
+    at_least("optim.momentum", optim.momentum, 0, 0.9)
+    at_least("schedule.warmup_epochs", config.schedule.warmup_epochs, 0, 0.5)
+    check_writable("out_dir", run_dir if run_dir is not None else config.out_dir)
+
+
+def check_writable(key: str, path: str | Path) -> None:
+    """`path` (existing or not) must be a folder leannet can write files into; nothing is left behind."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = f"{existing} is a file" if existing != path else "it is a file"
+        raise LeannetError(f"{key} {path} cannot be a folder: {what}; set {key}= to a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".leannet-write-test-") as f:
+            f.write(b"\0" * PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise LeannetError(f"cannot write to {key} {path}: {describe_os_error(err)}; "
+                           f"set {key}= to a writable folder with free space") from None
+
+
+def describe_os_error(err: OSError) -> str:
+    """`strerror` of an OSError with a plain word for the common causes (read-only, full, permission)."""
+    reasons = {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device",
+               errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}
+    return reasons.get(err.errno, err.strerror or type(err).__name__)
+
+
+def check_resume(module: Any, checkpoint: str | Path) -> None:
+    """The checkpoint a run resumes from must hold the built module's tensors, same shapes (same model, method).
+
+    Extra non-float tensors in the checkpoint are allowed: buffers a callback attaches once training
+    starts (e.g. Knowledge Evolution's boolean masks) are not on a freshly built module.
+    """
+    from leannet.train.callbacks import safe_torch_load
+
+    saved = safe_torch_load(checkpoint).get("state_dict", {})
+    own = module.state_dict()
+    missing = sorted(set(own) - set(saved))
+    extra = sorted(k for k in set(saved) - set(own) if saved[k].is_floating_point())
+    shapes = sorted(k for k in set(own) & set(saved) if tuple(own[k].shape) != tuple(saved[k].shape))
+    if missing or extra or shapes:
+        first = (shapes or missing or extra)[0]
+        raise LeannetError(
+            f"checkpoint {checkpoint} was written by another model or method than the run's config "
+            f"({len(missing)} tensors missing, {len(extra)} unexpected, {len(shapes)} of another shape, e.g. "
+            f"'{first}'); resume without overrides that change model/method/freeze, or start a new run"
+        )
