@@ -1,4 +1,4 @@
-"""The `leannet` command line: train, suite, eval, report, repro, explain, data, list.
+"""The `leannet` command line: train, suite, publish, eval, report, repro, explain, data, list.
 
 Every user mistake surfaces as one line `leannet: error: …` and exit code 2.
 """
@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from leannet.errors import LeannetError
+from leannet import signals
+from leannet.errors import LeannetError, RunInterrupted
 
 EPILOG_TRAIN = """examples:
   leannet train recipes/baseline/fashion_mnist.yaml
@@ -44,6 +45,21 @@ def cmd_suite(args: argparse.Namespace) -> None:
     suite, _ = load_suite(args.suite, args.overrides)
     print(report([r.result_dir for r in runs], out=suite.out_dir, title=suite.title or Path(args.suite).stem))
     print(f"report and plots written to {suite.out_dir}/report.md and {suite.out_dir}/curves.png")
+    if args.publish:
+        cmd_publish(args)
+    elif suite.results_dir:
+        print(f"to copy the results to {suite.results_dir} (committed files): leannet publish {args.suite}")
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    from leannet.train.suite import publish_suite
+
+    copies = publish_suite(args.suite, args.overrides)
+    if not copies:
+        print(f"nothing to publish: no finished run of {args.suite} under its out_dir; run `leannet suite` first")
+        return
+    folders = sorted({str(p.parent) for p in copies})
+    print(f"published {len(copies)} files to {', '.join(folders[:3])}{' …' if len(folders) > 3 else ''}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -71,6 +87,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from leannet.report import report
 
+    out = Path(args.run_dirs[0]) / "report.md"
+    if args.out is None and out.is_file() and not args.force:
+        raise LeannetError(f"{out} exists (e.g. a suite's report); pass --out DIR to write elsewhere "
+                           "or --force to overwrite it")
     print(report(args.run_dirs, out=args.out, title=args.title))
 
 
@@ -134,7 +154,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--reuse-published", action="store_true",
                    help="count runs whose results are already copied to the suite's results_dir as done "
                    "(a fresh clone then trains only the missing ones)")
+    s.add_argument("--publish", action="store_true",
+                   help="then copy the finished runs' result files and report to the suite's results_dir "
+                   "(committed files; same as `leannet publish SUITE`)")
     s.set_defaults(func=cmd_suite)
+
+    pb = sub.add_parser("publish", help="copy a suite's finished results to its results_dir (committed files)",
+                        description="Copy results.json, metrics.csv and config.yaml of every finished run of "
+                        "the suite (never checkpoints), and its report pages, from out_dir (runs/) to "
+                        "results_dir (results/). The only command that writes committed result files.")
+    pb.add_argument("suite", help="suite YAML, e.g. recipes/suites/main.yaml")
+    pb.add_argument("overrides", nargs="*", help="the key=value overrides the suite was run with")
+    pb.set_defaults(func=cmd_publish)
 
     e = sub.add_parser("eval", help="evaluate a trained run on a test set")
     e.add_argument("run_dir")
@@ -146,7 +177,8 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="markdown table + learning curves of run directories")
     r.add_argument("run_dirs", nargs="+", help="run directories or folders containing them")
     r.add_argument("--out", help="where to write report.md and curves.png (default: the first path)")
-    r.add_argument("--title", default="Results")
+    r.add_argument("--title", default="Results", help="the report's heading")
+    r.add_argument("--force", action="store_true", help="overwrite the first path's report.md when --out is not given")
     r.set_defaults(func=cmd_report)
 
     rp = sub.add_parser("repro", help="regenerate REPRODUCTION.md and BENCHMARKS.md from committed results",
@@ -191,14 +223,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    signals.install()
     try:
         args.func(args)
+    except RunInterrupted as err:
+        print(f"leannet: {err}", file=sys.stderr)
+        return err.exit_code
     except LeannetError as err:
         print(f"leannet: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("leannet: interrupted; resume with `leannet train --resume RUN_DIR`", file=sys.stderr)
-        return 130
+        print("leannet: interrupted before any run started; nothing to resume", file=sys.stderr)
+        return signals.exit_code()
     return 0
 
 

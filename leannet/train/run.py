@@ -28,9 +28,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from leannet import signals
 from leannet.config import load_recipe, to_dict
 from leannet.data import Loaders, build_loaders
-from leannet.errors import LeannetError
+from leannet.errors import LeannetError, RunInterrupted
 from leannet.models import build_model, count_parameters
 from leannet.norm import apply_freeze_config
 from leannet.train.callbacks import AtomicCheckpointIO, EpochCheckpoints, EpochMonitor, read_metrics, safe_torch_load
@@ -213,11 +214,23 @@ def train(
 
             return train_generations(config, run_dir, resume, list(callbacks), _train)
         return _train(config, run_dir, resume, list(callbacks))
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1), SIGTERM into SystemExit
+        raise _interrupted(run_dir) from None
+    except RunInterrupted:  # a nested stage (e.g. a teacher): the outer run is what to resume
+        raise _interrupted(run_dir) from None
     finally:
         if previous is None:
             os.environ.pop(RUN_DIR_ENV, None)
         else:
             os.environ[RUN_DIR_ENV] = previous
+
+
+def _interrupted(run_dir: Path) -> RunInterrupted:
+    if (run_dir / "config.yaml").is_file():
+        command = f"leannet train --resume {run_dir}"
+    else:  # stopped in a prerequisite stage, before this run's config was written
+        command = " ".join(["leannet", *sys.argv[1:]]) if sys.argv[1:] else "the same command again"
+    return RunInterrupted(f"run {run_dir}", command, signals.exit_code())
 
 
 def _train(config: DictConfig, run_dir: Path, resume: bool, callbacks: list[L.Callback]) -> dict[str, Any]:
