@@ -26,8 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from leannet.distill.losses import kd_loss, label_smoothing_loss, tfkd_reg_loss
 from leannet.errors import LeannetError
+from leannet.method import Method, register_method
 from leannet.models.norms import make_norm
-from leannet.train.methods import Method, register_method
 
 TARGETS = ("ce", "lsr", "tfkd_reg")
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)

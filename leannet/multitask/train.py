@@ -42,7 +42,7 @@ from leannet.multitask.adashare import (
 )
 from leannet.multitask.heads import task_specs
 from leannet.multitask.metrics import task_metric
-from leannet.train.callbacks import atomic_torch_save
+from leannet.runio import atomic_torch_save
 
 METHODS = ("single", "hard", "random", "adashare")
 

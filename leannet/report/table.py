@@ -124,8 +124,10 @@ def report(paths: Iterable[str | Path], out: str | Path | None = None, title: st
 
     Registered sections (`register_section`, e.g. spike rasters for spiking runs) are appended.
     """
-    import leannet.train  # noqa: F401  (registers every area's methods, models and report sections)
+    from leannet.plugins import load_plugins
     from leannet.report.plots import plot_curves
+
+    load_plugins()  # the techniques' report sections
 
     paths = list(paths)
     run_dirs = find_runs(paths)
