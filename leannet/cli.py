@@ -121,16 +121,9 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from leannet.data import DATASETS
-    from leannet.models import MODELS, NORMS
-    from leannet.train.methods import METHODS
+    from leannet.plugins import catalog
 
-    registries = {"models": MODELS, "datasets": DATASETS, "methods": METHODS, "norms": NORMS}
-    print("\n".join(registries[args.what].names()))
-    if args.what == "models":
-        print("tv:<name>      any torchvision classification model, e.g. tv:resnet18\n"
-              "timm:<name>    any timm model, e.g. timm:resnet18\n"
-              "resnet<6n+2>   a CIFAR ResNet of any valid depth, e.g. resnet866")
+    print("\n".join(catalog()[args.what]))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,32 @@ def test_list(capsys, what):
     assert code == 0
     expected = {"models": "resnet20", "datasets": "fashion_mnist", "methods": "label_smoothing", "norms": "bn"}
     assert expected[what] in out.split()
+
+
+def test_list_models_names_the_patterns(capsys):
+    out = run_cli(capsys, "list", "models")[1]
+    assert "snn_<spec>" in out and "resnetD" in out and "tv:<name>" in out
+
+
+def test_catalog_is_current():
+    from leannet.plugins import CATALOG, live_catalog
+
+    assert json.loads(CATALOG.read_text()) == live_catalog(), "run `python -m leannet.plugins` and commit"
+
+
+def timed(argv: list[str]) -> tuple[float, str]:
+    """Wall time of a fresh `leannet ARGV` process (start-up included) and its stderr."""
+    code = ("import sys\nfrom leannet.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch', file=sys.stderr)")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO, timeout=30)
+    return time.perf_counter() - start, done.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list", "models"], ["train", "--help"]])
+def test_help_and_list_are_fast_and_import_no_torch(argv):
+    seconds, err = min(timed(argv) for _ in range(3))  # the best of three: the machine may be busy
+    assert err.endswith("no torch\n") and seconds < 1.5, (seconds, err[-500:])
 
 
 @pytest.mark.parametrize(
