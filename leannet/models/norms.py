@@ -104,21 +104,31 @@ def swap_batchnorm(model: nn.Module, norm: str) -> nn.Module:
     """
     factory = NORMS.get(norm)
     target = type(factory(1))
-    converted: dict[nn.Module, nn.Module] = {}  # a layer shared by several parents is converted once
+    return replace_modules(
+        model, lambda m: isinstance(m, nn.BatchNorm2d) and type(m) is not target, lambda bn: _convert(bn, factory)
+    )
 
-    def needs_swap(module: nn.Module) -> bool:
-        return isinstance(module, nn.BatchNorm2d) and type(module) is not target
+
+def replace_modules(
+    model: nn.Module, predicate: Callable[[nn.Module], bool], make: Callable[[nn.Module], nn.Module]
+) -> nn.Module:
+    """Replace (in place) every submodule matching ``predicate`` by ``make(submodule)``.
+
+    A layer shared by several parents is converted once. Returns ``model``, or its replacement when
+    ``model`` itself matches.
+    """
+    converted: dict[nn.Module, nn.Module] = {}
 
     def visit(module: nn.Module) -> None:
         for name, child in module.named_children():
-            if needs_swap(child):
+            if predicate(child):
                 if child not in converted:
-                    converted[child] = _convert(child, factory)
+                    converted[child] = make(child)
                 setattr(module, name, converted[child])
             else:
                 visit(child)
 
-    if needs_swap(model):
-        return _convert(model, factory)
+    if predicate(model):
+        return make(model)
     visit(model)
     return model
