@@ -161,8 +161,9 @@ def parser() -> argparse.ArgumentParser:
     pb.set_defaults(func=cmd_publish)
 
     e = sub.add_parser("eval", help="evaluate a trained run on a test set")
-    e.add_argument("run_dir")
-    e.add_argument("--checkpoint", choices=["last", "best"], default="last")
+    e.add_argument("run_dir", help="a trained run directory, e.g. runs/fashion_mnist")
+    e.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                   help="the last epoch's weights or the best validation checkpoint (default last)")
     e.add_argument("--data", help="evaluate on another dataset (same classes), e.g. mnist")
     e.add_argument("--root", help="data directory for --data")
     e.set_defaults(func=cmd_eval)
@@ -186,16 +187,17 @@ def parser() -> argparse.ArgumentParser:
                        description="Network Dissection + compositional explanations: per unit a formula "
                        "(AND/OR/NOT of probe concepts), its IoU, the best single concept; CSV, JSON and an "
                        "HTML report with the top images, in RUN_DIR/explain/LAYER unless --out.")
-    x.add_argument("run_dir")
+    x.add_argument("run_dir", help="a trained run directory, e.g. runs/explain/scenes_resnet8")
     x.add_argument("--layer", required=True, help="module path of the layer, e.g. layer3 or features.8")
     x.add_argument("--probe", default="scenes", help="scenes or broden:PATH (a Broden folder)")
     x.add_argument("--max-length", type=int, default=3, help="maximum formula length (1 = NetDissect)")
-    x.add_argument("--beam", type=int, default=5)
+    x.add_argument("--beam", type=int, default=5, help="beam width of the formula search (default 5)")
     x.add_argument("--count", type=int, default=2000, help="number of probe images")
     x.add_argument("--quantile", type=float, default=0.005, help="top quantile of activations a unit fires on")
     x.add_argument("--length-penalty", type=float, default=0.0, help="score = IoU - penalty * (length - 1)")
     x.add_argument("--candidate-limit", type=int, help="extend formulas only with the K best single concepts")
-    x.add_argument("--checkpoint", choices=["last", "best"], default="last")
+    x.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                   help="which checkpoint of the run to dissect (default last)")
     x.add_argument("--top", type=int, default=6, help="images per unit in the report")
     x.add_argument("--out", help="output folder (default RUN_DIR/explain/LAYER)")
     x.add_argument("--cache-dir", help="stream activations into a .npy memory map here (for probes too big for memory)")
@@ -209,7 +211,7 @@ def parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_data)
 
     ls = sub.add_parser("list", help="list registered names")
-    ls.add_argument("what", choices=["models", "datasets", "methods", "norms"])
+    ls.add_argument("what", choices=["models", "datasets", "methods", "norms"], help="which registry to list")
     ls.set_defaults(func=cmd_list)
     return p
 

@@ -114,3 +114,20 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     results = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert results["epochs"] == 1 and 0.0 <= results["test_acc"] <= 1.0
     assert results["images_per_s"] > 0
+
+
+def test_every_argument_of_every_command_has_help():
+    import argparse
+
+    from leannet.cli import parser
+
+    def commands(p: argparse.ArgumentParser, prefix: str = ""):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from commands(child, f"{prefix} {name}")
+        yield prefix, p
+
+    missing = [f"{name}: {action.dest}" for name, p in commands(parser()) for action in p._actions
+               if not isinstance(action, argparse._HelpAction | argparse._SubParsersAction) and not action.help]
+    assert missing == []
