@@ -74,6 +74,21 @@ def _calibration(
     return gain, shift, mu, var
 
 
+def _terms(m: Tensor, v: Tensor, wm: Tensor, wv: Tensor, wb: Tensor, weight: Tensor | None, eps: float) -> dict:
+    """The N×C and C quantities of :class:`FusedRBN` from the instance moments m, v (few operations)."""
+    d = m - m.mean(0)  # D: K(X) around its batch mean
+    between = (d * d).mean(0)
+    a = 1 + wm
+    var = torch.addcmul(v.mean(0), a * a, between)  # σ² of X_cm (law of total variance)
+    r = torch.rsqrt(var + eps)
+    ar = a * r
+    k = d * ar  # K(X_s)
+    s = torch.sigmoid(torch.addcmul(wb, wv, k))
+    gamma_s = s if weight is None else s * weight
+    return {"d": d, "between": between, "a": a, "var": var, "r": r, "ar": ar, "k": k, "s": s, "gamma_s": gamma_s,
+            "gain": gamma_s * r}
+
+
 class FusedRBN(torch.autograd.Function):
     """Training-mode RBN of a float32/float64 N×C×H×W input with batch statistics: returns (Y, m, v, μ, σ²).
 
@@ -89,54 +104,51 @@ class FusedRBN(torch.autograd.Function):
         size = x.shape[2] * x.shape[3]
         m = x.sum(dim=(2, 3)) / size
         v = (x - m[:, :, None, None]).square_().sum(dim=(2, 3)) / size  # two passes: no cancellation
-        gain, shift, mu, var = _calibration(m, v, wm, wv, wb, weight, bias, eps)
-        ctx.eps = eps
+        t = _terms(m, v, wm, wv, wb, weight, eps)
+        shift = t["gamma_s"] * t["k"] if bias is None else torch.addcmul(bias, t["gamma_s"], t["k"])
+        shift = torch.addcmul(shift, t["gain"], m, value=-1)
+        ctx.eps, ctx.terms = eps, t
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, m, v, wm, wv, wb, weight, bias)
+        mu, var = t["a"] * (m - t["d"])[0], t["var"]
         ctx.mark_non_differentiable(mu, var)
-        return torch.addcmul(shift[:, :, None, None], x, gain[:, :, None, None]), m, v, mu, var
+        return torch.addcmul(shift[:, :, None, None], x, t["gain"][:, :, None, None]), m, v, mu, var
 
     @staticmethod
     def backward(ctx, g, g_m, g_v, _mu, _var):  # noqa: ANN001, ANN205
         x, m, v, wm, wv, wb, weight, bias = ctx.saved_tensors
+        # double backward differentiates this function: then recompute the terms from m and v (outputs)
+        t = _terms(m, v, wm, wv, wb, weight, ctx.eps) if torch.is_grad_enabled() else ctx.terms
         n, size = x.shape[0], x.shape[2] * x.shape[3]
-        a = 1 + wm
-        d = m - m.mean(0)
-        between = d.square().mean(0)
-        var = v.mean(0) + a.square() * between
-        r = torch.rsqrt(var + ctx.eps)
-        k = a * d * r
-        s = torch.sigmoid(wv * k + wb)
-        gamma_s = s if weight is None else weight * s
-        grads = [None] * 7
+        d, r, k, s, gamma_s, gain = t["d"], t["r"], t["k"], t["s"], t["gamma_s"], t["gain"]
+        grads: list[Tensor | None] = [None] * 7
         if g is None:
-            dm, dv = (torch.zeros_like(m) if g_m is None else g_m), (torch.zeros_like(v) if g_v is None else g_v)
-            gain = None
+            dm = torch.zeros_like(m) if g_m is None else g_m
+            scale = 2 * (torch.zeros_like(v) if g_v is None else g_v) / size
         else:
             s1 = g.sum(dim=(2, 3))
-            s2 = (g * x).sum(dim=(2, 3)) - m * s1  # Σ G·X̂
-            q = r * s2 + k * s1  # ∂L/∂(γ·s)
-            gz = gamma_s * q * (1 - s)  # ∂L/∂z, z = w_v·k + w_b
-            gk = gamma_s * s1 + gz * wv
-            g_var = -0.5 * (r / (var + ctx.eps)) * (gamma_s * s2 + gk * a * d).sum(0)
-            gd = gk * a * r + g_var * a.square() * (2 / n) * d
-            gain = gamma_s * r
-            dm = gd - gd.mean(0) - gain * s1
-            dv = (g_var / n).expand_as(v)
+            s2 = torch.addcmul((g * x).sum(dim=(2, 3)), m, s1, value=-1)  # Σ G·X̂
+            q = torch.addcmul(r * s2, k, s1)  # ∂L/∂(γ·s)
+            gz = gamma_s * q
+            gz = torch.addcmul(gz, gz, s, value=-1)  # ∂L/∂z = γ·q·s·(1 − s), z = w_v·k + w_b
+            gk = torch.addcmul(gamma_s * s1, gz, wv)
+            g_var = torch.addcmul(gamma_s * s2, gk, d * t["a"]).sum(0) * (-0.5 * r / (t["var"] + ctx.eps))
+            gd = torch.addcmul(gk * t["ar"], d, g_var * t["a"].square() * (2 / n))
+            dm = torch.addcmul(gd - gd.mean(0), gain, s1, value=-1)
+            scale = (g_var * (2 / (n * size))).expand_as(m)
             if g_m is not None:
                 dm = dm + g_m
             if g_v is not None:
-                dv = dv + g_v
-            grads[1] = (gk * d * r).sum(0) + 2 * a * between * g_var
+                scale = scale + g_v * (2 / size)
+            grads[1] = torch.addcmul((gk * d * r).sum(0), 2 * t["a"] * t["between"], g_var)
             grads[2], grads[3] = (gz * k).sum(0), gz.sum(0)
             if weight is not None:
                 grads[4] = (s * q).sum(0)
             if bias is not None:
                 grads[5] = s1.sum(0)
-        scale = 2 * dv / size
-        offset = dm / size - scale * m
+        offset = torch.addcmul(dm / size, m, scale, value=-1)
         dx = torch.addcmul(offset[:, :, None, None], x, scale[:, :, None, None])
-        grads[0] = dx if gain is None else dx.addcmul_(g, gain[:, :, None, None])
+        grads[0] = dx if g is None else dx.addcmul_(g, gain[:, :, None, None])
         return tuple(grads)
 
 
