@@ -121,7 +121,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from leannet.plugins import catalog
+    from leannet.catalog import catalog
 
     print("\n".join(catalog()[args.what]))
 

@@ -9,16 +9,13 @@ lacks (so `build_model("resnet20", norm="rbn")` just works), from three places:
   (``[project.entry-points."leannet.plugins"] mytech = "mypkg.mytech"``);
 * a recipe's ``plugins:`` list: module names or paths of ``.py`` files (a user's own method in one file).
 
-`leannet list` reads the names from ``catalog.json`` (written by ``python -m leannet.plugins``; a test
-checks it is current) instead of importing torch and every technique, unless plug-ins are installed.
+`leannet list` reads the names from ``catalog.json`` (`leannet.catalog`) instead of importing them.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.util
-import json
 import sys
 from collections.abc import Iterable
 from importlib import metadata
@@ -94,37 +91,3 @@ def _import_module(name: str) -> None:
         raise
     _loaded.add(name)
 
-
-CATALOG = Path(__file__).with_name("catalog.json")
-EXTERNAL_MODELS = ("tv:<name> (any torchvision classification model, e.g. tv:resnet18)",
-                   "timm:<name> (any timm model, e.g. timm:resnet18)")
-
-
-def live_catalog() -> dict[str, list[str]]:
-    """Every registered name by kind, after importing every plug-in (imports torch: seconds)."""
-    from leannet.data import DATASETS
-    from leannet.method import METHODS
-    from leannet.models import MODELS, NORMS
-    from leannet.models.factory import model_patterns
-
-    load_plugins()
-    return {"models": [*MODELS.names(), *model_patterns(), *EXTERNAL_MODELS], "datasets": DATASETS.names(),
-            "methods": METHODS.names(), "norms": NORMS.names()}
-
-
-def catalog() -> dict[str, list[str]]:
-    """The names `leannet list` prints: from catalog.json (fast) unless plug-ins are installed."""
-    if CATALOG.is_file() and not entry_points():
-        return json.loads(CATALOG.read_text())
-    return live_catalog()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Write leannet/catalog.json, the names `leannet list` prints.")
-    parser.parse_args()
-    CATALOG.write_text(json.dumps(live_catalog(), indent=1) + "\n")
-    print(f"wrote {CATALOG}")
-
-
-if __name__ == "__main__":
-    main()
