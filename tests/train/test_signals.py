@@ -19,7 +19,9 @@ def start_training(tmp_path: Path) -> subprocess.Popen:
         "trainer.max_epochs=200", "trainer.threads=1", "trainer.progress=auto",
     ]
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: a child inherits an ignored SIGINT (pytest's may be, after Lightning's DDP tests)
+    return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 @pytest.mark.fashion
