@@ -72,7 +72,10 @@ def test_finished_runs_are_published_without_checkpoints(tmp_path):
     (tmp_path / "out" / "report.md").write_text("# report")
     assert main(["publish", str(path)]) == 0
     assert (results / "report.md").read_text() == "# report"
+    assert main(["suite", str(path), "--publish"]) == 0  # the same in one command (the report is rewritten)
+    assert (results / "report.md").read_text().startswith("# ") and (results / "curves.png").is_file()
     (results / "report.md").unlink()
+    (results / "curves.png").unlink()
     assert sorted(p.relative_to(results).as_posix() for p in results.rglob("*") if p.is_file()) == [
         f"{v}/seed{s}/{f}" for v in ("ce", "ls") for s in (0, 3) for f in ("metrics.csv", "results.json")
     ]
