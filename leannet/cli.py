@@ -1,4 +1,4 @@
-"""The `leannet` command line: train, suite, eval, report, repro, explain, data, recipes, list.
+"""The `leannet` command line: train, suite, publish, eval, report, repro, explain, data, recipes, list.
 
 Every user mistake surfaces as one line `leannet: error: …` and exit code 2.
 """
@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from leannet.errors import LeannetError
+from leannet import signals
+from leannet.errors import LeannetError, RunInterrupted
 
 WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)
 EPILOG_TRAIN = """examples:
@@ -44,13 +45,29 @@ def cmd_suite(args: argparse.Namespace) -> None:
     from leannet.report import report
     from leannet.train.suite import load_suite, run_suite
 
-    runs = run_suite(args.suite, args.overrides, dry_run=args.dry_run, reuse_published=args.reuse_published,
-                     seeds=args.seeds, variants=args.variants)
+    run_suite(args.suite, args.overrides, dry_run=args.dry_run, reuse_published=args.reuse_published,
+              seeds=args.seeds, variants=args.variants)
     if args.dry_run:
         return
-    suite, _ = load_suite(args.suite, args.overrides)
-    print(report([r.result_dir for r in runs], out=suite.out_dir, title=suite.title or Path(args.suite).stem))
+    suite, every = load_suite(args.suite, args.overrides, args.reuse_published)  # --seeds/--variants: still all
+    finished = [r.result_dir for r in every if r.status in ("done", "published")]
+    print(report(finished, out=suite.out_dir, title=suite.title or Path(args.suite).stem))
     print(f"report and plots written to {suite.out_dir}/report.md and {suite.out_dir}/curves.png")
+    if args.publish:
+        cmd_publish(args)
+    elif suite.results_dir:
+        print(f"to copy the results to {suite.results_dir} (committed files): leannet publish {args.suite}")
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    from leannet.train.suite import publish_suite
+
+    copies = publish_suite(args.suite, args.overrides)
+    if not copies:
+        print(f"nothing to publish: no finished run of {args.suite} under its out_dir; run `leannet suite` first")
+        return
+    folders = sorted({str(p.parent) for p in copies})
+    print(f"published {len(copies)} files to {', '.join(folders[:3])}{' …' if len(folders) > 3 else ''}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -78,6 +95,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from leannet.report import report
 
+    out = Path(args.run_dirs[0]) / "report.md"
+    if args.out is None and out.is_file() and not args.force:
+        raise LeannetError(f"{out} exists (e.g. a suite's report); pass --out DIR to write elsewhere "
+                           "or --force to overwrite it")
     print(report(args.run_dirs, out=args.out, title=args.title))
 
 
@@ -108,16 +129,9 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from leannet.data import DATASETS
-    from leannet.models import MODELS, NORMS
-    from leannet.train.methods import METHODS
+    from leannet.catalog import catalog
 
-    registries = {"models": MODELS, "datasets": DATASETS, "methods": METHODS, "norms": NORMS}
-    print("\n".join(registries[args.what].names()))
-    if args.what == "models":
-        print("tv:<name>      any torchvision classification model, e.g. tv:resnet18\n"
-              "timm:<name>    any timm model, e.g. timm:resnet18\n"
-              "resnet<6n+2>   a CIFAR ResNet of any valid depth, e.g. resnet866")
+    print("\n".join(catalog()[args.what]))
 
 
 def cmd_recipes(args: argparse.Namespace) -> None:
@@ -151,11 +165,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, nargs="+", metavar="S",
                    help="run only these of the suite's seeds (e.g. two calls, --seeds 0 2 4 and --seeds 1 3)")
     s.add_argument("--variants", nargs="+", metavar="NAME", help="run only these of the suite's variants")
+    s.add_argument("--publish", action="store_true",
+                   help="then copy the finished runs' result files and report to the suite's results_dir "
+                   "(committed files; same as `leannet publish SUITE`)")
     s.set_defaults(func=cmd_suite)
 
+    pb = sub.add_parser("publish", help="copy a suite's finished results to its results_dir (committed files)",
+                        description="Copy results.json, metrics.csv and config.yaml of every finished run of "
+                        "the suite (never checkpoints), and its report pages, from out_dir (runs/) to "
+                        "results_dir (results/). The only command that writes committed result files.")
+    pb.add_argument("suite", help="suite YAML, e.g. recipes/suites/main.yaml")
+    pb.add_argument("overrides", nargs="*", help="the key=value overrides the suite was run with")
+    pb.set_defaults(func=cmd_publish)
+
     e = sub.add_parser("eval", help="evaluate a trained run on a test set")
-    e.add_argument("run_dir")
-    e.add_argument("--checkpoint", choices=["last", "best"], default="last")
+    e.add_argument("run_dir", help="a trained run directory, e.g. runs/fashion_mnist")
+    e.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                   help="the last epoch's weights or the best validation checkpoint (default last)")
     e.add_argument("--data", help="evaluate on another dataset (same classes), e.g. mnist")
     e.add_argument("--root", help="data directory for --data")
     e.set_defaults(func=cmd_eval)
@@ -163,7 +189,8 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="markdown table + learning curves of run directories")
     r.add_argument("run_dirs", nargs="+", help="run directories or folders containing them")
     r.add_argument("--out", help="where to write report.md and curves.png (default: the first path)")
-    r.add_argument("--title", default="Results")
+    r.add_argument("--title", default="Results", help="the report's heading")
+    r.add_argument("--force", action="store_true", help="overwrite the first path's report.md when --out is not given")
     r.set_defaults(func=cmd_report)
 
     rp = sub.add_parser("repro", help="regenerate REPRODUCTION.md and BENCHMARKS.md from committed results",
@@ -178,16 +205,17 @@ def parser() -> argparse.ArgumentParser:
                        description="Network Dissection + compositional explanations: per unit a formula "
                        "(AND/OR/NOT of probe concepts), its IoU, the best single concept; CSV, JSON and an "
                        "HTML report with the top images, in RUN_DIR/explain/LAYER unless --out.")
-    x.add_argument("run_dir")
+    x.add_argument("run_dir", help="a trained run directory, e.g. runs/explain/scenes_resnet8")
     x.add_argument("--layer", required=True, help="module path of the layer, e.g. layer3 or features.8")
     x.add_argument("--probe", default="scenes", help="scenes or broden:PATH (a Broden folder)")
     x.add_argument("--max-length", type=int, default=3, help="maximum formula length (1 = NetDissect)")
-    x.add_argument("--beam", type=int, default=5)
+    x.add_argument("--beam", type=int, default=5, help="beam width of the formula search (default 5)")
     x.add_argument("--count", type=int, default=2000, help="number of probe images")
     x.add_argument("--quantile", type=float, default=0.005, help="top quantile of activations a unit fires on")
     x.add_argument("--length-penalty", type=float, default=0.0, help="score = IoU - penalty * (length - 1)")
     x.add_argument("--candidate-limit", type=int, help="extend formulas only with the K best single concepts")
-    x.add_argument("--checkpoint", choices=["last", "best"], default="last")
+    x.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                   help="which checkpoint of the run to dissect (default last)")
     x.add_argument("--top", type=int, default=6, help="images per unit in the report")
     x.add_argument("--out", help="output folder (default RUN_DIR/explain/LAYER)")
     x.add_argument("--cache-dir", help="stream activations into a .npy memory map here (for probes too big for memory)")
@@ -206,29 +234,33 @@ def parser() -> argparse.ArgumentParser:
     rc.set_defaults(func=cmd_recipes)
 
     ls = sub.add_parser("list", help="list registered names")
-    ls.add_argument("what", choices=["models", "datasets", "methods", "norms"])
+    ls.add_argument("what", choices=["models", "datasets", "methods", "norms"], help="which registry to list")
     ls.set_defaults(func=cmd_list)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    signals.install()
     try:
         args.func(args)
+    except RunInterrupted as err:
+        print(f"leannet: {err}", file=sys.stderr)
+        return err.exit_code
     except LeannetError as err:
         print(f"leannet: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # the disk filled up or went read-only mid-run: checkpoints so far are kept
         if err.errno not in WRITE_ERRNOS:
             raise
-        from leannet.checks import describe_os_error
+        from leannet.train.checks import describe_os_error
 
         print(f"leannet: error: cannot write {err.filename or 'a file'}: {describe_os_error(err)}; free space or "
               "choose another out_dir, then `leannet train --resume RUN_DIR`", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("leannet: interrupted; resume with `leannet train --resume RUN_DIR`", file=sys.stderr)
-        return 130
+        print("leannet: interrupted before any run started; nothing to resume", file=sys.stderr)
+        return signals.exit_code()
     return 0
 
 

@@ -2,7 +2,7 @@
 
 The schema below is the single source of valid keys and types. Unknown keys and values of the wrong
 type become one-line `LeannetError`s that name the key and list the valid ones. Technique-specific
-keys under `method:` are validated against the method's own signature (see `leannet.train.methods`).
+keys under `method:` are validated against the method's own signature (see `leannet.method`).
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ class Recipe:
     name: str = "run"
     seed: int = 0
     out_dir: str = "runs"
+    plugins: list[str] = field(default_factory=list)  # your own techniques: .py files or modules (leannet.plugins)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)

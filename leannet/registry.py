@@ -10,8 +10,17 @@ from leannet.errors import LeannetError
 T = TypeVar("T", bound=Callable[..., Any])
 
 
+def _load_plugins() -> None:
+    from leannet.plugins import load_plugins  # imports the techniques by name: no import cycle
+
+    load_plugins()
+
+
 class Registry(Generic[T]):
     """Maps names to factories; unknown names raise a one-line error listing the valid ones.
+
+    A name not registered yet first imports the plug-ins (`leannet.plugins`): the techniques register
+    themselves there, so the core never imports them.
 
     >>> MODELS = Registry("model")
     >>> @MODELS.register("mlp")
@@ -33,6 +42,8 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
+        if name not in self._items:
+            _load_plugins()
         try:
             return self._items[name]
         except KeyError:
@@ -41,9 +52,18 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
+        """Every registered name, the techniques' (`leannet.plugins`) included."""
+        _load_plugins()
         return sorted(self._items)
 
+    def registration_order(self) -> list[str]:
+        """Every registered name in the order registered (plug-ins loaded first)."""
+        _load_plugins()
+        return list(self._items)
+
     def __contains__(self, name: object) -> bool:
+        if name not in self._items:
+            _load_plugins()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole reproduction report: every section's command, then `leannet repro` (REPRODUCTION.md and
-# BENCHMARKS.md from the committed results). Incremental: suites skip runs already published under
-# results/ (--reuse-published), so in a fresh clone only the missing runs train; an interrupted call resumes.
+# BENCHMARKS.md from the committed results). Suites train under runs/; --publish then copies their results to
+# results/ (committed files: a bare `leannet suite` never writes there). Incremental: suites skip runs already
+# published under results/ (--reuse-published), so in a fresh clone only the missing runs train; an
+# interrupted call resumes.
 #   bash scripts/reproduce.sh                 # every in-budget section, then the report
 #   bash scripts/reproduce.sh distill byot    # some sections (names below), then the report
 # Sections: main rbn bn_only distill byot ke adashare spiking explain; `spiking_paper` (about 3.4 h on one
@@ -18,13 +20,13 @@ copy_suite_pages() {  # the suite report's pages next to the published runs
   done
 }
 
-main() { leannet suite --reuse-published recipes/suites/main.yaml; copy_suite_pages runs/main results/main; }
+main() { leannet suite --reuse-published --publish recipes/suites/main.yaml; copy_suite_pages runs/main results/main; }
 rbn() {
-  leannet suite --reuse-published recipes/norm/rbn_fashion.yaml
+  leannet suite --reuse-published --publish recipes/norm/rbn_fashion.yaml
   leannet report results/norm/rbn --out results/norm/rbn --title "RBN vs BN on Fashion-MNIST (ResNet-20)"
 }
 bn_only() {
-  for s in depth width baselines; do leannet suite --reuse-published "recipes/norm/bn_only_$s.yaml"; done
+  for s in depth width baselines; do leannet suite --reuse-published --publish "recipes/norm/bn_only_$s.yaml"; done
   leannet report results/norm/bn_only --out results/norm/bn_only --title "BN-only training on Fashion-MNIST"
   if [ ! -f results/norm/bn_only/gamma/gamma.json ]; then  # γ analysis: needs checkpoints, so its own runs
     leannet suite recipes/norm/bn_only_gamma.yaml trainer.threads=1
@@ -32,19 +34,19 @@ bn_only() {
   fi
 }
 distill() {  # the KD family and BYOT share the few-shot suite (and its baseline)
-  leannet suite --reuse-published recipes/distill/suite_fewshot100.yaml trainer.threads=1
+  leannet suite --reuse-published --publish recipes/distill/suite_fewshot100.yaml trainer.threads=1
 }
 byot() {  # the claims: in distill(); the per-exit cost, dynamic-exit and weight-noise analyses of ResNet-20:
-  leannet suite --reuse-published recipes/byot/suite_fashion_mnist.yaml trainer.threads=1
+  leannet suite --reuse-published --publish recipes/byot/suite_fashion_mnist.yaml trainer.threads=1
   # per-exit cost, dynamic exit and weight noise need the checkpoints: only with every seed trained here
   if [ -d runs/byot_fmnist/byot/seed0 ] && [ -d runs/byot_fmnist/byot/seed2 ]; then
     python benchmarks/byot.py --runs runs/byot_fmnist --out results/byot --noise-images 2000 --draws 2
   fi
 }
 ke() {
-  leannet suite --reuse-published recipes/ke/suite_converged50.yaml  # the claims; below, the earlier regime
-  leannet suite --reuse-published recipes/ke/suite_fewshot50.yaml
-  leannet suite --reuse-published recipes/ke/suite_fewshot100.yaml
+  leannet suite --reuse-published --publish recipes/ke/suite_converged50.yaml  # the claims; below, the earlier regime
+  leannet suite --reuse-published --publish recipes/ke/suite_fewshot50.yaml
+  leannet suite --reuse-published --publish recipes/ke/suite_fewshot100.yaml
   local trained=(runs/ke/fewshot*/ke/seed*)  # slim with re-estimated BN needs the checkpoints: local runs only
   if [ -d "${trained[0]}" ]; then python scripts/ke_slim_bn.py "${trained[@]}" --append; fi
   python scripts/ke_report.py results/ke/fewshot50 results/ke/fewshot100 --out results/ke \
@@ -59,7 +61,7 @@ adashare() {
     --out results/adashare_search
 }
 spiking() {
-  leannet suite --reuse-published recipes/spiking/suite_fallback.yaml trainer.threads=1
+  leannet suite --reuse-published --publish recipes/spiking/suite_fallback.yaml trainer.threads=1
   copy_suite_pages runs/spiking/fallback results/spiking/fallback
 }
 spiking_paper() {

@@ -15,8 +15,9 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   if ! python -c "import torch, torchvision" 2>/dev/null; then
     # Pinned to the release whose wheels lie on the project's machines; install your own CUDA build
-    # of torch into .venv first to keep it.
-    python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+    # of torch into .venv first to keep it. CPU-only machines: TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+    # installs the CPU wheels (no CUDA libraries, about 3 GB less).
+    python -m pip install --quiet ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==2.14.1" "torchvision==0.29.1"
   fi
   python -m pip install --quiet -e ".[dev]"
   echo "$want" > "$stamp"

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,34 @@ def test_list(capsys, what):
     assert code == 0
     expected = {"models": "resnet20", "datasets": "fashion_mnist", "methods": "label_smoothing", "norms": "bn"}
     assert expected[what] in out.split()
+
+
+def test_list_models_names_the_patterns(capsys):
+    out = run_cli(capsys, "list", "models")[1]
+    assert "snn_<spec>" in out and "resnetD" in out and "tv:<name>" in out
+
+
+def test_catalog_is_current():
+    from leannet.catalog import CATALOG
+
+    code = "import json; from leannet.catalog import live_catalog; print(json.dumps(live_catalog()))"
+    live = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert json.loads(CATALOG.read_text()) == json.loads(live), "run `python -m leannet.catalog` and commit"
+
+
+def timed(argv: list[str]) -> tuple[float, str]:
+    """Wall time of a fresh `leannet ARGV` process (start-up included) and its stderr."""
+    code = ("import sys\nfrom leannet.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch', file=sys.stderr)")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO, timeout=30)
+    return time.perf_counter() - start, done.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list", "models"], ["train", "--help"]])
+def test_help_and_list_are_fast_and_import_no_torch(argv):
+    seconds, err = min(timed(argv) for _ in range(3))  # the best of three: the machine may be busy
+    assert err.endswith("no torch\n") and seconds < 1.5, (seconds, err[-500:])
 
 
 @pytest.mark.parametrize(
@@ -87,3 +116,20 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     results = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert results["epochs"] == 1 and 0.0 <= results["test_acc"] <= 1.0
     assert results["images_per_s"] > 0
+
+
+def test_every_argument_of_every_command_has_help():
+    import argparse
+
+    from leannet.cli import parser
+
+    def commands(p: argparse.ArgumentParser, prefix: str = ""):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from commands(child, f"{prefix} {name}")
+        yield prefix, p
+
+    missing = [f"{name}: {action.dest}" for name, p in commands(parser()) for action in p._actions
+               if not isinstance(action, argparse._HelpAction | argparse._SubParsersAction) and not action.help]
+    assert missing == []

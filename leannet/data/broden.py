@@ -10,7 +10,8 @@ A Broden folder holds::
     images/      the images and their label PNGs; a mask pixel's label is R + 256·G (0 = none)
 
 Which columns are pixel-level and which image-level is read from the cells: a cell holding only
-numbers is image-level, one holding file names is a mask. Only what is needed for dissection is read.
+numbers is image-level, one holding file names is a mask. Only what is needed for dissection is read;
+`leannet.explain.probes.broden_probe` turns a folder into a dissection probe.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def read_index(root: str | Path, split: str | None = None) -> BrodenIndex:
     return BrodenIndex(root, images, names, categories)
 
 
-def _resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A label map resized to ``size`` by nearest neighbour (labels are never blended)."""
     if labels.shape == tuple(size):
         return labels
     h, w = labels.shape
@@ -119,49 +121,10 @@ def _resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return labels[ys[:, None], xs[None, :]]
 
 
-def _load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
+def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """An image as an H×W×3 uint8 RGB array resized (bilinear) to ``size``; unreadable is a one-line error."""
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR))
     except (OSError, ValueError) as err:
         raise LeannetError(f"cannot read Broden image {path} ({err}); fix or delete it") from err
-
-
-def broden_probe(root: str | Path, image_size: int | tuple[int, int] = 224, mask_size: tuple[int, int] | None = None,
-                 limit: int | None = None, split: str | None = None):  # noqa: ANN201  (a leannet.explain Probe)
-    """A Broden folder as a dissection probe: images resized to ``image_size``, label masks resized
-    (nearest) to ``mask_size`` (default: the index's sh×sw), one concept per label number present.
-
-    Pixel-level labels come from the mask PNGs; image-level labels (scene, texture) cover their image.
-    """
-    from leannet.explain.probes import Probe, unique_names
-
-    index = read_index(root, split)
-    items = index.images[:limit] if limit else index.images
-    isize = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    msize = tuple(mask_size) if mask_size else (items[0].mask_size or isize)
-    images = np.stack([_load_image(it.image, isize) for it in items]).transpose(0, 3, 1, 2).copy()
-    pixel_maps = [[_resize_nearest(decode_label_png(p), msize) for ps in it.masks.values() for p in ps]
-                  for it in items]
-    image_labels = [[n for ls in it.labels.values() for n in ls] for it in items]
-    present = sorted({int(v) for maps in pixel_maps for m in maps for v in np.unique(m)} - {0}
-                     | {n for ls in image_labels for n in ls})
-    unknown = [n for n in present if n not in index.names]
-    if unknown:
-        raise LeannetError(f"label numbers {unknown[:10]} are used in masks or index.csv but missing from label.csv")
-    column = {n: i for i, n in enumerate(present)}
-    cats = [index.categories.get(n, "label") for n in present]
-    names = unique_names([index.names[n] for n in present], cats)
-
-    def masks(which: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(present), len(which), *msize), bool)
-        for j, i in enumerate(which):
-            for m in pixel_maps[i]:
-                for v in np.unique(m):
-                    if v:
-                        out[column[int(v)], j] |= m == v
-            for n in image_labels[i]:
-                out[column[n], j] = True
-        return out
-
-    return Probe(images, names, cats, msize, masks)

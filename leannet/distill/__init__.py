@@ -3,10 +3,9 @@
 >>> from leannet.distill import kd_loss, label_smoothing_loss, tfkd_reg_loss
 >>> loss = (1 - alpha) * F.cross_entropy(z, y) + alpha * kd_loss(z, teacher_logits, temperature=4.0)
 
-Recipe methods: `kd`, `tfkd_self`, `tfkd_reg` (`leannet.distill.teacher`), `lsr`, and `byot`
-(`leannet.distill.byot`, Be Your Own Teacher: `SelfDistillation(model, exits=[...])`). Inside leannet,
-import from the submodules (`leannet.distill.losses`), never from this package: `leannet.train`
-imports them while this package may still be initializing.
+Recipe methods: `kd`, `tfkd_self`, `tfkd_reg` (`leannet.distill.teacher`), `lsr` / `label_smoothing`
+(`leannet.distill.lsr`), and `byot` (`leannet.distill.byot`, Be Your Own Teacher:
+`SelfDistillation(model, exits=[...])`). Importing this package registers them (`leannet.plugins`).
 """
 
 from leannet.distill.byot import (
@@ -28,6 +27,7 @@ from leannet.distill.losses import (
     tfkd_reg_loss,
     virtual_teacher,
 )
+from leannet.distill.lsr import LabelSmoothing
 from leannet.distill.teacher import FrozenTeacher, KnowledgeDistillation, TfKDReg, TfKDSelf, resolve_teacher
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "hint_loss",
     "FrozenTeacher",
     "KnowledgeDistillation",
+    "LabelSmoothing",
     "TfKDReg",
     "TfKDSelf",
     "batch_kl",

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from leannet.distill.losses import kd_loss, label_smoothing_loss, tfkd_reg_loss
 from leannet.errors import LeannetError
+from leannet.method import Method, register_method
+from leannet.models.macs import count_macs  # noqa: F401  (re-exported: leannet.distill.count_macs)
 from leannet.models.norms import make_norm
-from leannet.train.methods import Method, register_method
 
 TARGETS = ("ce", "lsr", "tfkd_reg")
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)
@@ -386,13 +386,6 @@ def dynamic_exit_curve(
             **{f"frac_exit{k + 1}": (chosen == k).float().mean().item() for k in range(len(exit_logits))},
         })
     return rows
-
-
-def count_macs(module: nn.Module, x: Tensor) -> int:
-    """Multiply-accumulates of one forward of `module` on `x` (torch's FlopCounterMode: FLOPs / 2)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(x)
-    return counter.get_total_flops() // 2
 
 
 # the recipe method -------------------------------------------------------------------------------

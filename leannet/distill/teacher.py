@@ -1,4 +1,4 @@
-"""The KD family as recipe methods: `kd`, `tfkd_self`, `tfkd_reg` (LSR is `lsr` in leannet.train.methods).
+"""The KD family as recipe methods: `kd`, `tfkd_self`, `tfkd_reg` (LSR is `lsr` in leannet.distill.lsr).
 
 Yuan et al., "Revisiting Knowledge Distillation via Label Smoothing Regularization", CVPR 2020.
 Re-KD (a weaker teacher) and De-KD (a teacher saved after a few epochs, `trainer.save_epochs`) are
@@ -24,10 +24,10 @@ from torch import Tensor, nn
 from leannet.config import ModelConfig, load_recipe, merge_recipe, to_dict
 from leannet.distill.losses import kd_loss, tfkd_reg_loss
 from leannet.errors import LeannetError
+from leannet.method import Method, register_method
 from leannet.models import build_model
 from leannet.norm.recalibrate import reestimate_bn
-from leannet.train.callbacks import safe_torch_load
-from leannet.train.methods import Method, register_method
+from leannet.runio import safe_torch_load
 
 
 def model_state_dict(checkpoint: dict[str, Any]) -> dict[str, Tensor]:

@@ -5,8 +5,10 @@
 >>> small = slim(model, masks)                          # the KELS slim network (every width ⌈sr·C⌉)
 
 In a recipe: ``evolve: {generations: 5, split: kels, rate: 0.5}`` (see leannet.evolve.generations).
+Importing this package registers the run loop ``evolve`` (`leannet.stages`).
 """
 
+from leannet.evolve import generations as _generations  # noqa: F401  (registers the run loop evolve)
 from leannet.evolve.ke import REINITS, SPLITS, attach_masks, get_masks, kels_size, reinitialize, split_masks
 from leannet.evolve.slim import count_macs, slim
 

@@ -32,7 +32,8 @@ from leannet.errors import LeannetError
 from leannet.evolve.ke import MASK_PREFIX, REINITS, _check, attach_masks, reinitialize, split_masks
 from leannet.evolve.slim import count_macs, slim
 from leannet.models import build_model, count_parameters
-from leannet.train.callbacks import atomic_torch_save, read_metrics, safe_torch_load, write_metrics
+from leannet.runio import atomic_torch_save, read_metrics, safe_torch_load, write_metrics
+from leannet.stages import register_loop
 
 MODEL_PREFIX = "method.model."
 
@@ -172,6 +173,7 @@ def _merge_metrics(run_dir: Path, generations: int) -> None:
         write_metrics(run_dir / "metrics.csv", rows)
 
 
+@register_loop("evolve", active=lambda config: config.evolve.generations > 1)
 def train_generations(
     config: DictConfig, run_dir: Path, resume: bool, callbacks: list[L.Callback], train_one: Any
 ) -> dict[str, Any]:

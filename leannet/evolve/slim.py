@@ -9,13 +9,13 @@ No fine-tuning: the slim network is read off the dense one (paper: 3.632 → 0.9
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from leannet.errors import LeannetError
 from leannet.evolve.ke import MASK_PREFIX, get_masks, split_layers
+from leannet.models.macs import count_macs  # noqa: F401  (re-exported)
 
 
 def block_size(name: str, mask: Tensor) -> tuple[int, int]:
@@ -101,30 +101,3 @@ def slim(model: nn.Module, masks: dict[str, Tensor] | None = None) -> nn.Module:
             )
         _shrink_norm(name, module, channels, next(iter(keeps)))
     return small
-
-
-def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """Multiply-accumulates of one forward pass of one input (conv and linear layers only).
-
-    Conv: output elements × C_in/groups × kernel size; linear: output elements × in_features.
-    Norms, activations, pooling and additions are not counted (they are < 1 % for ResNets).
-    """
-    total = 0
-
-    def hook(module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        nonlocal total
-        per_output = module.weight[0].numel()  # C_in/groups × k×k, or in_features
-        total += output.numel() * per_output
-
-    handles = [m.register_forward_hook(hook) for _, m in split_layers(model)]
-    try:
-        param = next(model.parameters())
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-        model.train(was_training)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total

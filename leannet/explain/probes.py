@@ -94,12 +94,50 @@ def scenes_probe(count: int = 2000, seed: int = 12345, size: int = 32, cache_dir
     )
 
 
+def broden_probe(root: str | Path, image_size: int | tuple[int, int] = 224, mask_size: tuple[int, int] | None = None,
+                 limit: int | None = None, split: str | None = None) -> Probe:
+    """A Broden folder as a dissection probe: images resized to ``image_size``, label masks resized
+    (nearest) to ``mask_size`` (default: the index's sh×sw), one concept per label number present.
+
+    Pixel-level labels come from the mask PNGs; image-level labels (scene, texture) cover their image.
+    """
+    from leannet.data.broden import decode_label_png, load_image, read_index, resize_nearest
+
+    index = read_index(root, split)
+    items = index.images[:limit] if limit else index.images
+    isize = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    msize = tuple(mask_size) if mask_size else (items[0].mask_size or isize)
+    images = np.stack([load_image(it.image, isize) for it in items]).transpose(0, 3, 1, 2).copy()
+    pixel_maps = [[resize_nearest(decode_label_png(p), msize) for ps in it.masks.values() for p in ps]
+                  for it in items]
+    image_labels = [[n for ls in it.labels.values() for n in ls] for it in items]
+    present = sorted({int(v) for maps in pixel_maps for m in maps for v in np.unique(m)} - {0}
+                     | {n for ls in image_labels for n in ls})
+    unknown = [n for n in present if n not in index.names]
+    if unknown:
+        raise LeannetError(f"label numbers {unknown[:10]} are used in masks or index.csv but missing from label.csv")
+    column = {n: i for i, n in enumerate(present)}
+    cats = [index.categories.get(n, "label") for n in present]
+    names = unique_names([index.names[n] for n in present], cats)
+
+    def masks(which: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(present), len(which), *msize), bool)
+        for j, i in enumerate(which):
+            for m in pixel_maps[i]:
+                for v in np.unique(m):
+                    if v:
+                        out[column[int(v)], j] |= m == v
+            for n in image_labels[i]:
+                out[column[n], j] = True
+        return out
+
+    return Probe(images, names, cats, msize, masks)
+
+
 def load_probe(spec: str, count: int = 2000, size: int = 32, seed: int = 12345) -> Probe:
     """``scenes`` or ``broden:PATH`` → a :class:`Probe` (images resized to ``size`` for Broden)."""
     if spec == "scenes":
         return scenes_probe(count, seed, size)
     if spec.startswith("broden:"):
-        from leannet.data.broden import broden_probe
-
         return broden_probe(spec.split(":", 1)[1], image_size=size, limit=count)
     raise LeannetError(f"unknown probe '{spec}'; use scenes or broden:PATH (a folder holding index.csv)")

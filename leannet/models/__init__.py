@@ -17,5 +17,3 @@ __all__ = [
     "register_model",
     "swap_batchnorm",
 ]
-
-import leannet.norm  # noqa: E402, F401, I001  (registers the norms rbn and rbn_sync)

@@ -139,8 +139,4 @@ def build_external(
         norms = sorted({type(m).__name__ for m in model.modules() if "Norm" in type(m).__name__}) or ["none"]
         raise LeannetError(f"model.norm={norm} replaces BatchNorm2d layers, but {name} has none "
                            f"(its norm layers: {', '.join(norms)}); drop model.norm or pick a model with BatchNorm")
-    if pretrained:  # docs/norm.md: a converted pretrained model keeps computing what it did
-        from leannet.norm.convert import convert_norm
-
-        return convert_norm(model, norm, keep_output=True)
-    return swap_batchnorm(model, norm)
+    return swap_batchnorm(model, norm, keep_output=pretrained)  # docs/norm.md: pretrained keeps its output

@@ -51,14 +51,20 @@ def register_model_pattern(
     return add
 
 
+def model_patterns() -> list[str]:
+    """Descriptions of the name patterns built without being listed, e.g. ``resnetD (any D = 6n+2)``."""
+    MODELS.names()  # the techniques' patterns register with their plug-ins
+    return [description for _, description, _ in _PATTERNS]
+
+
 def _resolve(name: str) -> ModelFactory:
-    if name in MODELS:
+    if name in MODELS:  # a miss first loads the plug-ins, which register their patterns too
         return MODELS.get(name)
     for pattern, _, resolver in _PATTERNS:
         match = pattern.fullmatch(name)
         if match:
             return resolver(match)
-    valid = [*MODELS.names(), *(description for _, description, _ in _PATTERNS)]
+    valid = [*MODELS.names(), *model_patterns()]
     raise LeannetError(
         f"unknown model '{name}'; valid models: {', '.join(valid)}, "
         f"or tv:<torchvision name> / timm:<timm name>"

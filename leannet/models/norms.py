@@ -92,7 +92,7 @@ def _convert(bn: nn.BatchNorm2d, factory: NormFactory) -> nn.Module:
     return nn.Sequential(new, *trailing) if trailing else new
 
 
-def swap_batchnorm(model: nn.Module, norm: str) -> nn.Module:
+def swap_batchnorm(model: nn.Module, norm: str, keep_output: bool = False) -> nn.Module:
     """Replace every ``nn.BatchNorm2d`` in ``model`` (in place) by the norm registered as ``norm``.
 
     Works on any model (leannet, torchvision, timm). The new layer gets the old one's eps, momentum,
@@ -100,25 +100,43 @@ def swap_batchnorm(model: nn.Module, norm: str) -> nn.Module:
     mode, and a copy of every parameter or buffer (weight, bias, running_mean, running_var,
     num_batches_tracked, ...) it has under the same name and shape. Layers that already are of the
     target type are left alone. timm's ``BatchNormAct2d`` becomes ``Sequential(norm, drop, act)``.
+    ``keep_output=True`` then calls each new layer's ``match_batchnorm_output_()``, where it has one, so
+    the converted model computes what it did (e.g. for a pretrained model; RBN rescales γ).
     Returns ``model`` (or the new layer if ``model`` itself is a BatchNorm2d).
     """
     factory = NORMS.get(norm)
     target = type(factory(1))
-    converted: dict[nn.Module, nn.Module] = {}  # a layer shared by several parents is converted once
+    before = {id(m) for m in model.modules()}
+    model = replace_modules(
+        model, lambda m: isinstance(m, nn.BatchNorm2d) and type(m) is not target, lambda bn: _convert(bn, factory)
+    )
+    if keep_output:
+        for m in model.modules():
+            if id(m) not in before and hasattr(m, "match_batchnorm_output_"):
+                m.match_batchnorm_output_()
+    return model
 
-    def needs_swap(module: nn.Module) -> bool:
-        return isinstance(module, nn.BatchNorm2d) and type(module) is not target
+
+def replace_modules(
+    model: nn.Module, predicate: Callable[[nn.Module], bool], make: Callable[[nn.Module], nn.Module]
+) -> nn.Module:
+    """Replace (in place) every submodule matching ``predicate`` by ``make(submodule)``.
+
+    A layer shared by several parents is converted once. Returns ``model``, or its replacement when
+    ``model`` itself matches.
+    """
+    converted: dict[nn.Module, nn.Module] = {}
 
     def visit(module: nn.Module) -> None:
         for name, child in module.named_children():
-            if needs_swap(child):
+            if predicate(child):
                 if child not in converted:
-                    converted[child] = _convert(child, factory)
+                    converted[child] = make(child)
                 setattr(module, name, converted[child])
             else:
                 visit(child)
 
-    if needs_swap(model):
-        return _convert(model, factory)
+    if predicate(model):
+        return make(model)
     visit(model)
     return model

@@ -24,7 +24,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from leannet.checks import at_least, check_writable, positive
 from leannet.config import find_recipe, parse_overrides, read_yaml
 from leannet.data.scenes import load_scenes
 from leannet.errors import LeannetError
@@ -43,7 +42,8 @@ from leannet.multitask.adashare import (
 )
 from leannet.multitask.heads import task_specs
 from leannet.multitask.metrics import task_metric
-from leannet.train.callbacks import atomic_torch_save
+from leannet.runio import atomic_torch_save
+from leannet.train.checks import at_least, check_writable, positive
 
 METHODS = ("single", "hard", "random", "adashare")
 

@@ -29,6 +29,7 @@ from torch.nn.utils import parametrize
 from leannet.errors import LeannetError
 from leannet.norm.rbn import RepresentativeBatchNorm2d
 from leannet.registry import Registry
+from leannet.stages import register_transform
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm, RepresentativeBatchNorm2d)
 """Layers whose parameters count as "BatchNorm parameters"."""
@@ -218,3 +219,9 @@ def apply_freeze_config(model: nn.Module, cfg, seed: int) -> nn.Module:  # noqa:
         init_weights(model)
         init_norms(model)
     return freeze(model, cfg.mode, output=cfg.output, seed=seed if cfg.seed is None else cfg.seed)
+
+
+@register_transform("freeze")
+def _freeze_section(model: nn.Module, config) -> nn.Module:  # noqa: ANN001  (the recipe)
+    """The recipe's ``freeze:`` section as a model transform (a no-op for ``mode: none`` with model inits)."""
+    return apply_freeze_config(model, config.freeze, config.seed)

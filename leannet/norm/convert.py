@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
 from leannet.errors import LeannetError
-from leannet.models.norms import NORMS, swap_batchnorm
+from leannet.models.norms import NORMS, replace_modules, swap_batchnorm
 from leannet.norm.rbn import RepresentativeBatchNorm2d, SyncRepresentativeBatchNorm2d
 
 RBN_CLASSES: dict[str, type[RepresentativeBatchNorm2d]] = {
     "rbn": RepresentativeBatchNorm2d,
     "rbn_sync": SyncRepresentativeBatchNorm2d,
 }
-
-
-def replace_modules(
-    model: nn.Module, predicate: Callable[[nn.Module], bool], make: Callable[[nn.Module], nn.Module]
-) -> nn.Module:
-    """Replace (in place) every submodule matching ``predicate`` by ``make(submodule)``.
-
-    A layer shared by several parents is converted once. Returns ``model``, or its replacement when
-    ``model`` itself matches.
-    """
-    converted: dict[nn.Module, nn.Module] = {}
-
-    def visit(module: nn.Module) -> None:
-        for name, child in module.named_children():
-            if predicate(child):
-                if child not in converted:
-                    converted[child] = make(child)
-                setattr(module, name, converted[child])
-            else:
-                visit(child)
-
-    if predicate(model):
-        return make(model)
-    visit(model)
-    return model
 
 
 def _retype(layer: RepresentativeBatchNorm2d, cls: type[RepresentativeBatchNorm2d]) -> RepresentativeBatchNorm2d:
@@ -104,17 +77,10 @@ def convert_norm(model: nn.Module, norm: str, strict: bool = True, keep_output: 
             model, lambda m: isinstance(m, RepresentativeBatchNorm2d) and type(m) is not cls,
             lambda m: _retype(m, cls),
         )
-        before = {id(m) for m in model.modules()}
         if not any(isinstance(m, nn.BatchNorm2d | RepresentativeBatchNorm2d) for m in model.modules()):
             raise LeannetError(f"{type(model).__name__} has no BatchNorm2d layer to convert to {norm} "
                                "(RBN replaces BatchNorm only, not LayerNorm or GroupNorm)")
-        model = swap_batchnorm(model, norm)
-        if keep_output:
-            with torch.no_grad():
-                for m in model.modules():
-                    if isinstance(m, RepresentativeBatchNorm2d) and id(m) not in before and m.affine:
-                        m.weight.div_(torch.sigmoid(m.scale_bias))
-        return model
+        return swap_batchnorm(model, norm, keep_output=keep_output)
     model = replace_modules(
         model, lambda m: isinstance(m, RepresentativeBatchNorm2d), lambda m: fold_to_batchnorm(m, strict)
     )

@@ -12,7 +12,10 @@ Fused formulation: every step is per (instance, channel) affine in X, so Y = a·
 shape N×C computed from the per-instance mean and variance of X alone (:class:`InstanceMoments`:
 two reductions; then one elementwise pass, ``addcmul``). The batch statistics of X_cm follow from those of X:
 μ = (1 + w_m)·mean(X) and σ² = mean_n(var_hw(X)) + (1 + w_m)²·var_n(K(X)) (law of total variance).
-Autograd differentiates this formulation exactly (tested against the stepwise one and gradcheck).
+In training mode the whole layer is one autograd function (:class:`FusedRBN`) whose backward is
+written out (two reductions of the output gradient, one elementwise pass for ∂X), instead of autograd
+walking ~40 small N×C operations per layer; it is built from differentiable operations, so double
+backward works too (tested against the stepwise formulation, gradcheck and gradgradcheck).
 """
 
 from __future__ import annotations
@@ -48,6 +51,105 @@ class InstanceMoments(torch.autograd.Function):
         scale = 2 * g_var / size
         offset = g_mean / size - scale * mean
         return torch.addcmul(offset[:, :, None, None], x, scale[:, :, None, None])
+
+
+def _calibration(
+    m: Tensor, v: Tensor, wm: Tensor, wv: Tensor, wb: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-(instance, channel) gain and shift of Y = gain·X + shift from the instance moments m, v (N×C).
+
+    Also returns the batch mean μ and variance σ² of X_cm (C), for the running statistics.
+    """
+    mean_k = m.mean(0)
+    mu = (1 + wm) * mean_k
+    var = v.mean(0) + (1 + wm).square() * (m - mean_k).square().mean(0)
+    inv_std = torch.rsqrt(var + eps)
+    k_s = ((1 + wm) * m - mu) * inv_std  # K(X_s)
+    gain = torch.sigmoid(wv * k_s + wb) * inv_std
+    if weight is not None:
+        gain = gain * weight
+    shift = gain * (wm * m - mu)
+    if bias is not None:
+        shift = shift + bias
+    return gain, shift, mu, var
+
+
+def _terms(m: Tensor, v: Tensor, wm: Tensor, wv: Tensor, wb: Tensor, weight: Tensor | None, eps: float) -> dict:
+    """The N×C and C quantities of :class:`FusedRBN` from the instance moments m, v (few operations)."""
+    d = m - m.mean(0)  # D: K(X) around its batch mean
+    between = (d * d).mean(0)
+    a = 1 + wm
+    var = torch.addcmul(v.mean(0), a * a, between)  # σ² of X_cm (law of total variance)
+    r = torch.rsqrt(var + eps)
+    ar = a * r
+    k = d * ar  # K(X_s)
+    s = torch.sigmoid(torch.addcmul(wb, wv, k))
+    gamma_s = s if weight is None else s * weight
+    return {"d": d, "between": between, "a": a, "var": var, "r": r, "ar": ar, "k": k, "s": s, "gamma_s": gamma_s,
+            "gain": gamma_s * r}
+
+
+class FusedRBN(torch.autograd.Function):
+    """Training-mode RBN of a float32/float64 N×C×H×W input with batch statistics: returns (Y, m, v, μ, σ²).
+
+    m, v are the instance moments (outputs, so that double backward sees how they depend on X); μ, σ²
+    the batch statistics of X_cm (not differentiable; for the running statistics). With X̂ = X − m,
+    a = 1 + w_m, D = m − mean_n(m), r = 1/sqrt(σ² + ε), k = a·D·r and s = sigmoid(w_v·k + w_b),
+    Y = γ·s·(r·X̂ + k) + β. The backward needs S1 = Σ_hw G and S2 = Σ_hw G·X̂ only; then
+    ∂X = γ·s·r·G + ∂m/(HW) + 2·X̂·∂v/(HW), where ∂m and ∂v follow from the chain rule on N×C tensors.
+    """
+
+    @staticmethod
+    def forward(ctx, x, wm, wv, wb, weight, bias, eps):  # noqa: ANN001, ANN205
+        size = x.shape[2] * x.shape[3]
+        m = x.sum(dim=(2, 3)) / size
+        v = (x - m[:, :, None, None]).square_().sum(dim=(2, 3)) / size  # two passes: no cancellation
+        t = _terms(m, v, wm, wv, wb, weight, eps)
+        shift = t["gamma_s"] * t["k"] if bias is None else torch.addcmul(bias, t["gamma_s"], t["k"])
+        shift = torch.addcmul(shift, t["gain"], m, value=-1)
+        ctx.eps, ctx.terms = eps, t
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, m, v, wm, wv, wb, weight, bias)
+        mu, var = t["a"] * (m - t["d"])[0], t["var"]
+        ctx.mark_non_differentiable(mu, var)
+        return torch.addcmul(shift[:, :, None, None], x, t["gain"][:, :, None, None]), m, v, mu, var
+
+    @staticmethod
+    def backward(ctx, g, g_m, g_v, _mu, _var):  # noqa: ANN001, ANN205
+        x, m, v, wm, wv, wb, weight, bias = ctx.saved_tensors
+        # double backward differentiates this function: then recompute the terms from m and v (outputs)
+        t = _terms(m, v, wm, wv, wb, weight, ctx.eps) if torch.is_grad_enabled() else ctx.terms
+        n, size = x.shape[0], x.shape[2] * x.shape[3]
+        d, r, k, s, gamma_s, gain = t["d"], t["r"], t["k"], t["s"], t["gamma_s"], t["gain"]
+        grads: list[Tensor | None] = [None] * 7
+        if g is None:
+            dm = torch.zeros_like(m) if g_m is None else g_m
+            scale = 2 * (torch.zeros_like(v) if g_v is None else g_v) / size
+        else:
+            s1 = g.sum(dim=(2, 3))
+            s2 = torch.addcmul((g * x).sum(dim=(2, 3)), m, s1, value=-1)  # Σ G·X̂
+            q = torch.addcmul(r * s2, k, s1)  # ∂L/∂(γ·s)
+            gz = gamma_s * q
+            gz = torch.addcmul(gz, gz, s, value=-1)  # ∂L/∂z = γ·q·s·(1 − s), z = w_v·k + w_b
+            gk = torch.addcmul(gamma_s * s1, gz, wv)
+            g_var = torch.addcmul(gamma_s * s2, gk, d * t["a"]).sum(0) * (-0.5 * r / (t["var"] + ctx.eps))
+            gd = torch.addcmul(gk * t["ar"], d, g_var * t["a"].square() * (2 / n))
+            dm = torch.addcmul(gd - gd.mean(0), gain, s1, value=-1)
+            scale = (g_var * (2 / (n * size))).expand_as(m)
+            if g_m is not None:
+                dm = dm + g_m
+            if g_v is not None:
+                scale = scale + g_v * (2 / size)
+            grads[1] = torch.addcmul((gk * d * r).sum(0), 2 * t["a"] * t["between"], g_var)
+            grads[2], grads[3] = (gz * k).sum(0), gz.sum(0)
+            if weight is not None:
+                grads[4] = (s * q).sum(0)
+            if bias is not None:
+                grads[5] = s1.sum(0)
+        offset = torch.addcmul(dm / size, m, scale, value=-1)
+        dx = torch.addcmul(offset[:, :, None, None], x, scale[:, :, None, None])
+        grads[0] = dx if g is None else dx.addcmul_(g, gain[:, :, None, None])
+        return tuple(grads)
 
 
 class RepresentativeBatchNorm2d(nn.Module):
@@ -108,6 +210,12 @@ class RepresentativeBatchNorm2d(nn.Module):
             self.running_var.fill_(1)
             self.num_batches_tracked.zero_()
 
+    @torch.no_grad()
+    def match_batchnorm_output_(self) -> None:
+        """Divide γ by sigmoid(w_b), so a layer just converted from BN (w_m = w_v = 0) outputs what it did."""
+        if self.affine:
+            self.weight.div_(torch.sigmoid(self.scale_bias))
+
     def reset_parameters(self) -> None:
         """The official initialization: γ=1, β=0, w_m=0, w_v=0, w_b=1 (and fresh running statistics)."""
         self.reset_running_stats()
@@ -130,6 +238,16 @@ class RepresentativeBatchNorm2d(nn.Module):
         mean = inst_mean.mean(0)
         return mean, inst_var.mean(0), (inst_mean - mean).square().mean(0), inst_mean.shape[0]
 
+    def _synchronized(self) -> bool:
+        """Whether batch statistics are reduced across processes (then the unfused path runs)."""
+        return False
+
+    @torch.no_grad()
+    def _update_running_stats(self, mu: Tensor, var: Tensor, factor: float, values: int) -> None:
+        self.running_mean.lerp_(mu.detach().to(self.running_mean.dtype), factor)
+        unbiased = var.detach() * (values / (values - 1))
+        self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"expected 4D input (got {x.dim()}D input)")
@@ -139,6 +257,13 @@ class RepresentativeBatchNorm2d(nn.Module):
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         use_batch = self.training or self.running_mean is None
         wm, wv, wb = self.center_weight, self.scale_weight, self.scale_bias
+        if use_batch and x.dtype in (torch.float32, torch.float64) and not self._synchronized():
+            if x.shape[0] * x.shape[2] * x.shape[3] <= 1:
+                raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+            y, _, _, mu, var = FusedRBN.apply(x, wm, wv, wb, self.weight, self.bias, self.eps)
+            if self.training and self.running_mean is not None:
+                self._update_running_stats(mu, var, factor, x.shape[0] * x.shape[2] * x.shape[3])
+            return y
         stats = x if x.dtype in (torch.float32, torch.float64) else x.float()  # low precision: stats in fp32
         if use_batch:
             inst_mean, inst_var = InstanceMoments.apply(stats)
@@ -149,10 +274,7 @@ class RepresentativeBatchNorm2d(nn.Module):
             mu = (1 + wm) * mean_k
             var = within + (1 + wm).square() * between  # the instance means of X_cm are (1 + w_m)·K(X)
             if self.training and self.running_mean is not None:
-                with torch.no_grad():
-                    self.running_mean.lerp_(mu.detach().to(self.running_mean.dtype), factor)
-                    unbiased = var.detach() * (values / (values - 1))
-                    self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+                self._update_running_stats(mu, var, factor, values)
         else:
             inst_mean = stats.mean(dim=(2, 3))
             mu, var = self.running_mean, self.running_var
@@ -179,6 +301,11 @@ class SyncRepresentativeBatchNorm2d(RepresentativeBatchNorm2d):
     def __init__(self, *args, process_group: dist.ProcessGroup | None = None, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
         self.process_group = process_group
+
+    def _synchronized(self) -> bool:
+        if not (dist.is_available() and dist.is_initialized()):
+            return False
+        return dist.get_world_size(self.process_group or dist.group.WORLD) > 1
 
     def _batch_moments(self, inst_mean: Tensor, inst_var: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
         if not (dist.is_available() and dist.is_initialized()):

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 
 
 def _curve(runs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    from leannet.train.run import epoch_metrics
+    from leannet.runio import epoch_metrics
 
     series = [[row[key] for row in epoch_metrics(Path(r["run_dir"])) if key in row] for r in runs]
     series = [s for s in series if s]

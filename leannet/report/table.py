@@ -17,10 +17,26 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise LeannetError(f"no such run directory: {path}")
-        found += sorted(p.parent for p in path.rglob("results.json")) if path.is_dir() else []
+        found += sorted((p.parent for p in path.rglob("results.json")), key=_suite_order(path)) if path.is_dir() else []
     if not found:
         raise LeannetError(f"no finished runs (results.json) under {', '.join(map(str, paths))}")
     return found
+
+
+def _suite_order(folder: Path) -> Callable[[Path], tuple]:
+    """Sort key: the suite's variant order (its `suite.json`) first, then the path."""
+    order_file = folder / "suite.json"
+    try:
+        variants = json.loads(order_file.read_text())["variants"] if order_file.is_file() else []
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        variants = []
+    rank = {name: k for k, name in enumerate(variants)}
+
+    def key(run_dir: Path) -> tuple:
+        parts = run_dir.relative_to(folder).parts
+        return (rank.get(parts[0], len(rank)) if parts else len(rank), run_dir.as_posix())
+
+    return key
 
 
 def load_results(run_dir: Path) -> dict[str, Any]:
@@ -108,8 +124,10 @@ def report(paths: Iterable[str | Path], out: str | Path | None = None, title: st
 
     Registered sections (`register_section`, e.g. spike rasters for spiking runs) are appended.
     """
-    import leannet.train  # noqa: F401  (registers every area's methods, models and report sections)
+    from leannet.plugins import load_plugins
     from leannet.report.plots import plot_curves
+
+    load_plugins()  # the techniques' report sections
 
     paths = list(paths)
     run_dirs = find_runs(paths)

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from leannet.errors import LeannetError
+from leannet.method import Method, register_method
 from leannet.spiking.layers import spiking_neurons
 from leannet.spiking.neurons import RULES, psc_filter
-from leannet.train.methods import Method, register_method
 
 PAPER_PATTERN = (0, 1, 0, 1, 1)
 FALLBACKS = ("always", "warmup", "never")

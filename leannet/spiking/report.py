@@ -27,7 +27,7 @@ def plot_firing_rates(run_dirs: list[Path], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from leannet.train.run import epoch_metrics
+    from leannet.runio import epoch_metrics
 
     series: dict[tuple[str, int], list[list[float]]] = {}
     for run_dir in run_dirs:

@@ -1,9 +1,10 @@
-"""Training: the method registry, the Lightning module, and running recipes into run directories."""
+"""Training: the Lightning module, and running recipes into run directories. Names no technique.
 
-import leannet.distill.byot  # noqa: F401  (registers the method byot)
-import leannet.distill.teacher  # noqa: F401  (registers the methods kd, tfkd_self, tfkd_reg)
-import leannet.spiking  # noqa: F401, I001  (registers the models snn_<spec> and methods snn_kernel, snn_count)
-from leannet.train.methods import METHODS, Method, build_method, register_method
+Methods, norms and models are looked up by name in their registries; the techniques register
+themselves when first needed (`leannet.plugins`).
+"""
+
+from leannet.method import METHODS, Method, build_method, register_method
 from leannet.train.module import LeanModule, NonFiniteLossError
 from leannet.train.run import build, load_trained, resume, train
 

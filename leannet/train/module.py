@@ -14,7 +14,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from leannet.errors import LeannetError
-from leannet.train.methods import Method
+from leannet.method import Method
 from leannet.train.optim import build_optimizer, build_schedule
 
 

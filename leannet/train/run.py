@@ -10,7 +10,6 @@ Run directory layout:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -28,14 +27,17 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from leannet.checks import check_recipe, check_resume
+from leannet import signals
 from leannet.config import load_recipe, to_dict
 from leannet.data import Loaders, build_loaders
-from leannet.errors import LeannetError
+from leannet.errors import LeannetError, RunInterrupted
+from leannet.method import METHODS, Method, build_method
 from leannet.models import build_model, count_parameters
-from leannet.norm import apply_freeze_config
-from leannet.train.callbacks import AtomicCheckpointIO, EpochCheckpoints, EpochMonitor, read_metrics, safe_torch_load
-from leannet.train.methods import METHODS, Method, build_method
+from leannet.plugins import load_plugins
+from leannet.runio import epoch_metrics, safe_torch_load, write_json
+from leannet.stages import active_loop, apply_transforms
+from leannet.train.callbacks import AtomicCheckpointIO, EpochCheckpoints, EpochMonitor
+from leannet.train.checks import check_recipe, check_resume
 from leannet.train.module import LeanModule
 
 RUN_DIR_ENV = "LEANNET_RUN_DIR"
@@ -117,6 +119,7 @@ class Built:
 
 def build(config: DictConfig) -> Built:
     """Data, model, method and the Lightning module for a resolved recipe (seeded)."""
+    load_plugins(config.plugins)
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = config.data
     loaders = build_loaders(
@@ -130,7 +133,7 @@ def build(config: DictConfig) -> Built:
         norm=config.model.norm, width=config.model.width, image_size=info.image_size,
         **to_dict(config.model.args),
     )
-    model = apply_freeze_config(model, config.freeze, config.seed)
+    model = apply_transforms(model, config)  # e.g. the freeze: section (leannet.stages)
     if config.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     method = build_method(to_dict(config.method), model, info.num_classes,
@@ -179,12 +182,6 @@ def make_trainer(config: DictConfig, run_dir: Path, callbacks: list[L.Callback] 
     )
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _test_accuracy(trainer: L.Trainer, module: LeanModule, loaders: Loaders, ckpt: str | None) -> dict:
     rows = trainer.test(module, loaders.test, ckpt_path=ckpt, verbose=False, weights_only=True)
     return {key.split("/", 1)[1]: value for key, value in rows[0].items()} if rows else {}
@@ -203,24 +200,35 @@ def train(
         torch.set_num_threads(config.trainer.threads)
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
     last = run_dir / "checkpoints" / "last.ckpt"
-    evolving = OmegaConf.select(config, "evolve.generations", default=1) > 1  # Knowledge Evolution
-    if resume and not evolving and not last.is_file():
+    load_plugins(config.plugins)
+    loop = active_loop(config)  # a technique's own loop over ordinary runs (leannet.stages), or None
+    if resume and loop is None and not last.is_file():
         raise LeannetError(f"nothing to resume in {run_dir}: {last} is missing; start a new run instead")
     previous = os.environ.get(RUN_DIR_ENV)
     if previous is None:  # a nested stage (Method.prepare) keeps the outer run's folder for DDP children
         os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
         config = METHODS.get(config.method.name).prepare(config, run_dir)
-        if evolving:  # one ordinary run per generation, in run_dir/gen{k} (leannet.evolve)
-            from leannet.evolve.generations import train_generations
-
-            return train_generations(config, run_dir, resume, list(callbacks), _train)
+        if loop is not None:
+            return loop(config, run_dir, resume, list(callbacks), _train)
         return _train(config, run_dir, resume, list(callbacks))
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1), SIGTERM into SystemExit
+        raise _interrupted(run_dir) from None
+    except RunInterrupted:  # a nested stage (e.g. a teacher): the outer run is what to resume
+        raise _interrupted(run_dir) from None
     finally:
         if previous is None:
             os.environ.pop(RUN_DIR_ENV, None)
         else:
             os.environ[RUN_DIR_ENV] = previous
+
+
+def _interrupted(run_dir: Path) -> RunInterrupted:
+    if (run_dir / "config.yaml").is_file():
+        command = f"leannet train --resume {run_dir}"
+    else:  # stopped in a prerequisite stage, before this run's config was written
+        command = " ".join(["leannet", *sys.argv[1:]]) if sys.argv[1:] else "the same command again"
+    return RunInterrupted(f"run {run_dir}", command, signals.exit_code())
 
 
 def _train(config: DictConfig, run_dir: Path, resume: bool, callbacks: list[L.Callback]) -> dict[str, Any]:
@@ -233,11 +241,11 @@ def _train(config: DictConfig, run_dir: Path, resume: bool, callbacks: list[L.Ca
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
-        _write_json(run_dir / "env.json", environment())
+        write_json(run_dir / "env.json", environment())
         params = count_parameters(built.method)
         trainable = count_parameters(built.method, trainable_only=True)
         print(f"run {run_dir}: {config.model.name} on {config.data.name}, method {config.method.name}, "
-              f"{params:,} parameters ({trainable:,} trainable, freeze {config.freeze.mode})", flush=True)
+              f"{params:,} parameters ({trainable:,} trainable)", flush=True)
     start = time.perf_counter()
     trainer.fit(
         built.module, built.loaders.train, built.loaders.val if has_val else None,
@@ -249,14 +257,8 @@ def _train(config: DictConfig, run_dir: Path, resume: bool, callbacks: list[L.Ca
         run_dir, trainer) else final
     results = summarize(config, run_dir, built.method, final, best, train_seconds, trainer)
     if trainer.is_global_zero:
-        _write_json(run_dir / "results.json", results)
+        write_json(run_dir / "results.json", results)
     return results
-
-
-def epoch_metrics(run_dir: Path) -> list[dict[str, float]]:
-    """Per-epoch rows of a run's metrics.csv (empty when it has none yet)."""
-    path = Path(run_dir) / "metrics.csv"
-    return read_metrics(path) if path.is_file() else []
 
 
 def _last_is_best(run_dir: Path, trainer: L.Trainer) -> bool:

@@ -13,16 +13,19 @@ A suite file:
 
 Run `variant` with seed `s` lands in `out_dir/variant/seed{s}`. Runs whose `results.json` exists are
 skipped and runs with a `last.ckpt` are resumed, so a long suite can be spread over several sittings.
-With `results_dir`, each finished run's small files (results.json, metrics.csv, config.yaml; never
-checkpoints) are copied to `results_dir/variant/seed{s}/`, the layout the reproduction report reads.
-With `reuse_published` (`leannet suite --reuse-published`), a run already published there counts as
-done too, so a fresh clone with the committed `results/` trains only the missing runs (a run that
-others use as a teacher needs its checkpoints, which are never published: delete its published copy
-to train it again). Without it, a fresh clone trains every run and overwrites the published copies.
+Running a suite writes only under `out_dir` (runs/, git-ignored): it never touches committed files.
+Publishing is a separate, explicit step (`leannet publish SUITE`, or `leannet suite SUITE --publish`):
+each finished run's small files (results.json, metrics.csv, config.yaml; never checkpoints) are copied
+to `results_dir/variant/seed{s}/`, the layout the reproduction report reads, together with the suite's
+report pages. With `reuse_published` (`leannet suite --reuse-published`), a run already published there
+counts as done too, so a fresh clone with the committed `results/` trains only the missing runs (a run
+that others use as a teacher needs its checkpoints, which are never published: delete its published
+copy to train it again).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from leannet.config import find_recipe, load_recipe, merge_recipe, parse_overrides, read_yaml
-from leannet.errors import LeannetError
+from leannet.errors import LeannetError, RunInterrupted
 
 
 @dataclass
@@ -104,6 +107,8 @@ def load_suite(
 
 
 PUBLISHED_FILES = ("results.json", "metrics.csv", "config.yaml")
+REPORT_PAGES = ("report.md", "curves.png", "firing_rates.png", "spike_raster.png")
+ORDER_FILE = "suite.json"  # variant order, so `leannet report out_dir` keeps the suite's row order
 
 
 def publish(run: SuiteRun, results_dir: str | Path) -> Path:
@@ -120,7 +125,7 @@ def run_suite(
     path: str | Path, overrides: list[str] = (), dry_run: bool = False, reuse_published: bool = False,
     seeds: list[int] | None = None, variants: list[str] | None = None,
 ) -> list[SuiteRun]:
-    """Train every run of a suite that has no results yet (publishing each to `results_dir`); returns all runs.
+    """Train every run of a suite that has no results yet, under `out_dir` only; returns all runs.
 
     `seeds` / `variants` keep only those of the suite's (two calls with disjoint seeds can share the cores)."""
     from leannet.train.run import train
@@ -136,13 +141,35 @@ def run_suite(
         if unknown:
             raise LeannetError(f"--variants {unknown} not in the suite; its variants: {', '.join(suite.variants)}")
         runs = [run for run in runs if run.variant in variants]
+    if not dry_run:
+        Path(suite.out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(suite.out_dir) / ORDER_FILE).write_text(json.dumps({"variants": list(suite.variants)}) + "\n")
     for k, run in enumerate(runs, 1):
         status = run.status
         print(f"[{k}/{len(runs)}] {run.variant} seed {run.seed}: {status} ({run.result_dir})", flush=True)
-        if dry_run or status == "published":
+        if dry_run or status in ("done", "published"):
             continue
-        if status != "done":
+        try:
             train(run.config, run_dir=run.run_dir, resume=status == "resume")
-        if suite.results_dir:
-            publish(run, suite.results_dir)
+        except RunInterrupted as err:
+            raise RunInterrupted(f"suite {path} stopped in {run.run_dir}", f"leannet suite {path}",
+                                 err.exit_code) from None
     return runs
+
+
+def publish_suite(path: str | Path, overrides: list[str] = ()) -> list[Path]:
+    """Copy every finished run of a suite and its report pages from `out_dir` to `results_dir`.
+
+    The one command that writes committed result files (`leannet publish SUITE`); returns the copies
+    (none when no run has finished under `out_dir`).
+    """
+    suite, runs = load_suite(path, overrides)
+    if not suite.results_dir:
+        raise LeannetError(f"suite {path} has no results_dir; add `results_dir: results/NAME` to publish it")
+    copies = [publish(run, suite.results_dir) for run in runs if run.status == "done"]
+    for name in REPORT_PAGES if copies else ():
+        page = Path(suite.out_dir) / name
+        if page.is_file():
+            shutil.copyfile(page, Path(suite.results_dir) / name)
+            copies.append(Path(suite.results_dir) / name)
+    return copies

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leannet.data.broden import broden_probe, decode_label_png, encode_label_png, read_index
+from leannet.data.broden import decode_label_png, encode_label_png, read_index
 from leannet.errors import LeannetError
+from leannet.explain.probes import broden_probe
 
 LABELS = {1: ("red", "color"), 2: ("wall", "object"), 300: ("handle", "part"), 401: ("kitchen", "scene"),
           402: ("striped", "texture")}

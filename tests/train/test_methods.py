@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from leannet.distill.losses import smoothed_targets, soft_cross_entropy
 from leannet.errors import LeannetError
-from leannet.train.methods import METHODS, build_method, smoothed_targets, soft_cross_entropy
+from leannet.method import METHODS, build_method
 
 
 def test_smoothed_targets_golden():

@@ -5,7 +5,7 @@ import pytest
 
 from leannet.cli import main
 from leannet.errors import LeannetError
-from leannet.train.suite import load_suite, run_suite
+from leannet.train.suite import load_suite, publish_suite, run_suite
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,6 +68,14 @@ def test_finished_runs_are_published_without_checkpoints(tmp_path):
         (run.run_dir / "results.json").write_text(json.dumps({"name": run.variant, "seed": run.seed}))
         (run.run_dir / "metrics.csv").write_text("epoch\n1\n")
     run_suite(path)
+    assert not results.exists()  # running a suite never writes the (committed) results_dir
+    (tmp_path / "out" / "report.md").write_text("# report")
+    assert main(["publish", str(path)]) == 0
+    assert (results / "report.md").read_text() == "# report"
+    assert main(["suite", str(path), "--publish"]) == 0  # the same in one command (the report is rewritten)
+    assert (results / "report.md").read_text().startswith("# ") and (results / "curves.png").is_file()
+    (results / "report.md").unlink()
+    (results / "curves.png").unlink()
     assert sorted(p.relative_to(results).as_posix() for p in results.rglob("*") if p.is_file()) == [
         f"{v}/seed{s}/{f}" for v in ("ce", "ls") for s in (0, 3) for f in ("metrics.csv", "results.json")
     ]
@@ -99,3 +107,28 @@ def test_seeds_and_variants_select_runs_and_unknown_ones_are_named(tmp_path, cap
         run_suite(path, dry_run=True, seeds=[1])
     with pytest.raises(LeannetError, match=r"--variants \['xx'\] not in the suite; its variants: ce, ls"):
         run_suite(path, dry_run=True, variants=["xx"])
+
+
+def test_publish_needs_a_results_dir_and_finished_runs(tmp_path, capsys):
+    with pytest.raises(LeannetError, match="has no results_dir"):
+        publish_suite(write_suite(tmp_path))
+    path = write_suite(tmp_path, extra=f"results_dir: {tmp_path / 'published'}\n")
+    assert main(["publish", str(path)]) == 0 and "nothing to publish" in capsys.readouterr().out
+    assert not (tmp_path / "published").exists()
+
+
+def test_report_keeps_suite_order_and_never_overwrites_silently(tmp_path, capsys):
+    path = write_suite(tmp_path, variants="  zeta: {}\n  alpha: {}\n")
+    _, runs = load_suite(path)
+    for run in runs:
+        run.run_dir.mkdir(parents=True)
+        (run.run_dir / "results.json").write_text(json.dumps({"name": run.variant, "seed": run.seed, "test_acc": 0.5}))
+    run_suite(path)  # writes out/suite.json (the variant order)
+    out = tmp_path / "out"
+    assert main(["report", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert text.index("| zeta |") < text.index("| alpha |")
+    assert main(["report", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err and (out / "report.md").read_text() == text
+    assert main(["report", str(out), "--force", "--title", "again"]) == 0
+    assert (out / "report.md").read_text().startswith("# again")

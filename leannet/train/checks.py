@@ -106,7 +106,7 @@ def check_resume(module: Any, checkpoint: str | Path) -> None:
     Extra non-float tensors in the checkpoint are allowed: buffers a callback attaches once training
     starts (e.g. Knowledge Evolution's boolean masks) are not on a freshly built module.
     """
-    from leannet.train.callbacks import safe_torch_load
+    from leannet.runio import safe_torch_load
 
     saved = safe_torch_load(checkpoint).get("state_dict", {})
     own = module.state_dict()
@@ -118,5 +118,6 @@ def check_resume(module: Any, checkpoint: str | Path) -> None:
         raise LeannetError(
             f"checkpoint {checkpoint} was written by another model or method than the run's config "
             f"({len(missing)} tensors missing, {len(extra)} unexpected, {len(shapes)} of another shape, e.g. "
-            f"'{first}'); resume without overrides that change model/method/freeze, or start a new run"
+            f"'{first}'); resume without overrides that change the model, the method or a model transform, "
+            "or start a new run"
         )
