@@ -280,6 +280,7 @@ def summarize(config, run_dir, method, final, best, train_seconds, trainer) -> d
         "method": config.method.name,
         "epochs": trainer.current_epoch,
         "test_acc": final.get("acc"),
+        "train_acc": train[-1] if (train := [row["train/acc"] for row in epochs if "train/acc" in row]) else None,
         "test_acc_at_best_val": best.get("acc"),
         "val_acc": val[-1] if val else None,
         "best_val_acc": max(val) if val else None,
