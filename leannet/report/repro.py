@@ -200,8 +200,10 @@ def effect(
         favour = [d for d in diffs if (d > 0 if op == ">" else d < 0)]
         untied = [d for d in diffs if d != 0]
         p = sign_test(len(favour), len(untied))
+        tied = len(diffs) - len(untied)
+        ties = f", {tied} tied" if tied else ""
         return (f"{scale * mean:+.{digits}f} ± {scale * std:.{digits}f}{unit} (paired; {len(favour)}/{len(diffs)} "
-                f"favour; sign p {p:.2g})")
+                f"favour{ties}; sign p {p:.2g})")
     (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
     se = math.sqrt(sa**2 / len(a) + sb**2 / len(b))
     return f"{scale * (ma - mb):+.{digits}f}{unit} (SE {scale * se:.{digits}f})"

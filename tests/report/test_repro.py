@@ -165,3 +165,4 @@ def test_paired_rows_pair_by_seed_folder_not_by_position(tmp_path):
     assert xs == [0.82, 0.90] and ys == [0.81, 0.85]  # only seeds 2 and 10 are in both rows
     assert effect(xs, ys, ">", paired=True, scale=100) == "+3.00 ± 2.83 (paired; 2/2 favour; sign p 0.5)"
     assert effect([0.9, 0.8], [0.7, 0.6], ">", paired=False, scale=100).startswith("+20.00 (SE ")
+    assert "1/3 favour, 2 tied; sign p 1)" in effect([0.5, 0.5, 0.6], [0.5, 0.5, 0.5], ">", paired=True)
