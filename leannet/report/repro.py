@@ -204,9 +204,8 @@ def effect(
         ties = f", {tied} tied" if tied else ""
         return (f"{scale * mean:+.{digits}f} ± {scale * std:.{digits}f}{unit} (paired; {len(favour)}/{len(diffs)} "
                 f"favour{ties}; sign p {p:.2g})")
-    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    se = math.sqrt(sa**2 / len(a) + sb**2 / len(b))
-    return f"{scale * (ma - mb):+.{digits}f}{unit} (SE {scale * se:.{digits}f})"
+    delta, se = difference(a, b, paired=False)
+    return f"{scale * delta:+.{digits}f}{unit} (SE {scale * se:.{digits}f})"
 
 
 def section_seconds(section: Section, root: Path) -> tuple[float, int]:
@@ -217,6 +216,15 @@ def section_seconds(section: Section, root: Path) -> tuple[float, int]:
 
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
+
+
+def difference(a: list[float], b: list[float], paired: bool) -> tuple[float, float]:
+    """Mean of a − b and its standard error: of the per-pair differences when `paired`, else of two means."""
+    if paired:
+        mean, std = mean_std([x - y for x, y in zip(a, b, strict=True)])
+        return mean, std / math.sqrt(len(a))
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    return ma - mb, math.sqrt(sa**2 / len(a) + sb**2 / len(b))
 
 
 def verdict(a: list[float], b: list[float], op: str, paired: bool = False) -> str:
@@ -232,12 +240,8 @@ def verdict(a: list[float], b: list[float], op: str, paired: bool = False) -> st
         return "inconclusive (one seed)"
     if paired and len(a) != len(b):
         raise LeannetError(f"a paired claim needs rows of equal length, got {len(a)} and {len(b)} values")
-    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    diff = (ma - mb) if op == ">" else (mb - ma)
-    if paired:
-        se = mean_std([x - y for x, y in zip(a, b, strict=True)])[1] / math.sqrt(len(a))
-    else:
-        se = math.sqrt(sa**2 / len(a) + sb**2 / len(b))
+    delta, se = difference(a, b, paired)
+    diff = delta if op == ">" else -delta
     if diff > 2 * se:
         return "reproduced"
     if diff < -2 * se:
