@@ -121,6 +121,16 @@ def publish(run: SuiteRun, results_dir: str | Path) -> Path:
     return target
 
 
+def _select(runs: list[SuiteRun], field: str, wanted: list | None, valid: list) -> list[SuiteRun]:
+    """The runs whose `field` is in `wanted` (all when None); a value the suite lacks is a one-line error."""
+    if wanted is None:
+        return runs
+    unknown = sorted(set(wanted) - set(valid))
+    if unknown:
+        raise LeannetError(f"--{field}s {unknown} not in the suite; its {field}s: {', '.join(map(str, valid))}")
+    return [run for run in runs if getattr(run, field) in wanted]
+
+
 def run_suite(
     path: str | Path, overrides: list[str] = (), dry_run: bool = False, reuse_published: bool = False,
     seeds: list[int] | None = None, variants: list[str] | None = None,
@@ -131,16 +141,8 @@ def run_suite(
     from leannet.train.run import train
 
     suite, runs = load_suite(path, overrides, reuse_published)
-    if seeds is not None:
-        unknown = sorted(set(seeds) - set(suite.seeds))
-        if unknown:
-            raise LeannetError(f"--seeds {unknown} not in the suite's seeds {suite.seeds}; pick from those")
-        runs = [run for run in runs if run.seed in seeds]
-    if variants is not None:
-        unknown = sorted(set(variants) - set(suite.variants))
-        if unknown:
-            raise LeannetError(f"--variants {unknown} not in the suite; its variants: {', '.join(suite.variants)}")
-        runs = [run for run in runs if run.variant in variants]
+    runs = _select(runs, "seed", seeds, list(suite.seeds))
+    runs = _select(runs, "variant", variants, list(suite.variants))
     if not dry_run:
         Path(suite.out_dir).mkdir(parents=True, exist_ok=True)
         (Path(suite.out_dir) / ORDER_FILE).write_text(json.dumps({"variants": list(suite.variants)}) + "\n")

@@ -103,7 +103,7 @@ def test_seeds_and_variants_select_runs_and_unknown_ones_are_named(tmp_path, cap
     runs = run_suite(path, dry_run=True, seeds=[3], variants=["ls"])
     assert [(r.variant, r.seed) for r in runs] == [("ls", 3)]
     assert capsys.readouterr().out.count("\n") == 1
-    with pytest.raises(LeannetError, match=r"--seeds \[1\] not in the suite's seeds \[0, 3\]"):
+    with pytest.raises(LeannetError, match=r"--seeds \[1\] not in the suite; its seeds: 0, 3"):
         run_suite(path, dry_run=True, seeds=[1])
     with pytest.raises(LeannetError, match=r"--variants \['xx'\] not in the suite; its variants: ce, ls"):
         run_suite(path, dry_run=True, variants=["xx"])
