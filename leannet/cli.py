@@ -1,4 +1,4 @@
-"""The `leannet` command line: train, suite, publish, eval, report, repro, explain, data, recipes, list.
+"""The `leannet` command line: train, suite, publish, eval, report, multitask, repro, explain, data, recipes, list.
 
 Every user mistake surfaces as one line `leannet: error: …` and exit code 2.
 """
@@ -141,6 +141,21 @@ def cmd_recipes(args: argparse.Namespace) -> None:
     print("\n".join(recipe_names()))
 
 
+def cmd_multitask(args: argparse.Namespace) -> None:
+    if args.action == "run":  # kept from the old multitask command: the same as `leannet train`
+        args.resume = None
+        cmd_train(args)
+    elif args.action == "report":
+        from leannet.multitask.report import load_runs, write_report
+
+        print(write_report(load_runs(args.paths), args.out))
+        print(f"summary.json, table.md and policy plots written to {args.out}")
+    else:
+        raise LeannetError("`multitask compare` was replaced by a suite: `leannet suite multitask/suite_scenes` "
+                           "(--seeds S ... to add seeds), then "
+                           "`leannet multitask report runs/multitask/scenes --out DIR`")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leannet", description="Eight papers' techniques on your own models.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -192,6 +207,22 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--title", default="Results", help="the report's heading")
     r.add_argument("--force", action="store_true", help="overwrite the first path's report.md when --out is not given")
     r.set_defaults(func=cmd_report)
+
+    mt = sub.add_parser("multitask", help="multi-task runs (AdaShare): train one, or report a comparison",
+                        description="Multi-task learning on dense data. Methods multitask (hard sharing, fixed or "
+                        "random policies) and adashare (search, choose, re-train) train with `leannet train` / "
+                        "`leannet suite` like every method; `multitask report` tabulates every task metric and "
+                        "Δm vs single-task, and plots each AdaShare policy.")
+    msub = mt.add_subparsers(dest="action", required=True, metavar="ACTION")
+    mr = msub.add_parser("run", help="train one recipe (the same as `leannet train`)")
+    mr.add_argument("recipe", help="e.g. multitask/scenes")
+    mr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. method.name=adashare seed=1")
+    mrep = msub.add_parser("report", help="table (Δm, every metric) and policy plots of multi-task runs")
+    mrep.add_argument("paths", nargs="+", type=Path, help="run folders or a suite's out_dir / results_dir")
+    mrep.add_argument("--out", type=Path, required=True, help="where to write summary.json, table.md, policy_*.png")
+    mc = msub.add_parser("compare", help="replaced by `leannet suite multitask/suite_scenes`")
+    mc.add_argument("rest", nargs="*", help="ignored: the command says what replaced it")
+    mt.set_defaults(func=cmd_multitask)
 
     rp = sub.add_parser("repro", help="regenerate REPRODUCTION.md and BENCHMARKS.md from committed results",
                         description="Read the spec and the result files under results/ and benchmarks/results/, "

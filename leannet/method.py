@@ -31,8 +31,13 @@ class Method(nn.Module):
     """Base class: wraps `model`; subclasses implement `forward(batch) -> dict`.
 
     `predict(x)` gives the logits used for evaluation (the model's own output unless a method
-    says otherwise, e.g. an ensemble of exits).
+    says otherwise, e.g. an ensemble of exits). A method whose targets are not class labels (e.g.
+    dense multi-task targets) overrides `eval_metrics` and `evaluate` instead, and names the validation
+    score that picks best.ckpt in `monitor`.
     """
+
+    monitor: tuple[str, str] = ("acc", "max")  # validation metric (logged as val/<name>) and its direction
+    unused_parameters: bool = False  # some parameters get no gradient in some steps (DDP must look for them)
 
     def __init__(self, model: nn.Module, num_classes: int) -> None:
         super().__init__()
@@ -49,6 +54,31 @@ class Method(nn.Module):
         """Every output evaluated: name -> logits. "" is `predict(x)` (logged as `acc`); a method with
         several classifiers adds named ones (logged as `acc_<name>`, e.g. BYOT's exits and ensemble)."""
         return {"": self.predict(x)}
+
+    def eval_metrics(self) -> dict[str, Any] | None:
+        """Named torchmetrics `Metric`s whose `compute()` returns a dict of scores, logged per epoch as
+        `<stage>/<name>/<score>`; None (the default) evaluates `eval_logits` by class accuracy."""
+        return None
+
+    def evaluate(self, batch: tuple[Tensor, Any], metrics: dict[str, Any]) -> dict[str, Tensor]:
+        """With `eval_metrics`: update `metrics` (fresh copies of them) on one batch and return scalars to
+        log as `<stage>/<name>` (e.g. the loss)."""
+        raise NotImplementedError(f"{type(self).__name__} defines eval_metrics but not evaluate")
+
+    def train_subset(self, epoch: int, size: int) -> Tensor | None:
+        """The indices (of the `size` training samples) that training epoch `epoch` (from 0) uses, as a pure
+        function of the epoch; None (the default) uses them all. A subset needs a loader with a `plan`
+        (the dense in-memory loader)."""
+        return None
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before every training epoch (from 0, also after a resume); the default does nothing."""
+
+    def extra_optimizers(self) -> dict[str, Any]:
+        """Optimizers the method builds for parameters of its own (e.g. AdaShare's policy logits with
+        Adam); the recipe's `optim:` then trains every other parameter. With any, a batch steps the one
+        named in its output's `"optimizer"` entry ("" or absent: the recipe's, which alone has the schedule)."""
+        return {}
 
     def after_step(self) -> None:
         """Called after every optimizer step (e.g. to clamp weights); the default does nothing."""

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from leannet.errors import LeannetError
 
-BUILTIN = ("leannet.norm", "leannet.distill", "leannet.evolve", "leannet.spiking")
+BUILTIN = ("leannet.norm", "leannet.distill", "leannet.evolve", "leannet.spiking", "leannet.multitask")
 ENTRY_POINT_GROUP = "leannet.plugins"
 
 _loaded: set[str] = set()

@@ -53,12 +53,8 @@ ke() {
     --recal results/ke/slim_bn_recal.json
 }
 adashare() {
-  python -m leannet.multitask compare recipes/multitask/scenes.yaml --seeds 0 1 2 --out results/adashare
-  mkdir -p results/adashare_search/per_run
-  cp results/adashare/per_run/{single,hard}-seed*.json results/adashare_search/per_run/
-  python -m leannet.multitask compare recipes/multitask/scenes.yaml name=scenes_search optim.policy_lr=0.1 \
-    adashare.sharing=0.01 adashare.search_epochs=12 --seeds 0 1 2 --methods adashare random \
-    --out results/adashare_search
+  leannet suite --reuse-published --publish recipes/multitask/suite_scenes.yaml
+  leannet multitask report results/multitask/scenes --out results/multitask/scenes
 }
 spiking() {
   leannet suite --reuse-published --publish recipes/spiking/suite_fallback.yaml trainer.threads=1

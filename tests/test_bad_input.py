@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from leannet.cli import main as leannet_main
-from leannet.multitask.__main__ import main as multitask_main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.name=digits", "data.val_size=100", "data.few_shot=10", "data.batch_size=50", "model.name=mlp",
@@ -148,9 +147,9 @@ CASES = {  # id: (argv, what stderr must say, through a subprocess)
     "multitask_report_missing": (["multitask", "report", "{tmp}/nope", "--out", "{tmp}/report"],
                                  "no such file or directory: {tmp}/nope", True),
     "multitask_report_empty": (["multitask", "report", "{empty}", "--out", "{tmp}/report"],
-                               "no multi-task results under {empty} (0 JSON files", False),
+                               "no multi-task results under {empty} (0 results.json files", False),
     "multitask_report_foreign": (["multitask", "report", "{run}", "--out", "{tmp}/report"],
-                                 "no multi-task results under {run} (1 JSON files", False),
+                                 "no multi-task results under {run} (1 results.json files", False),
 }
 
 
@@ -168,7 +167,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, place, tmp_path, trained
                                 capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         code, err = result.returncode, result.stderr
     else:
-        code = multitask_main(argv[1:]) if argv[0] == "multitask" else leannet_main(argv)
+        code = leannet_main(argv)
         err = capfd.readouterr().err
     assert "Traceback" not in err
     assert code == 2, err

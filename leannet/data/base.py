@@ -53,6 +53,7 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: list[str] = field(default_factory=list)
+    tasks: dict[str, int] = field(default_factory=dict)  # dense data: task → output channels of its head
 
     @classmethod
     def from_split(cls, train: Split) -> DatasetInfo:
@@ -98,7 +99,8 @@ def load_split(name: str, root: Path, train: bool, **kwargs: object) -> Split:
             f"its options are: {', '.join(options) or 'none'}"
         ) from None
     split = source(root, train, **kwargs)
-    if len(split) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < len(split.class_names):
+    labelled = isinstance(split, Split) and len(split)  # dense multi-task splits have no class labels
+    if labelled and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < len(split.class_names):
         bad = split.labels[(split.labels < 0) | (split.labels >= len(split.class_names))]
         raise LeannetError(
             f"the {'training' if train else 'test'} labels of dataset '{name}' in {root} include {int(bad[0])}, "

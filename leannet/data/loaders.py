@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from leannet.data.base import DatasetInfo, Split, load_split
+from leannet.data.base import DatasetInfo, Split, channel_stats, load_split
+from leannet.data.dense import DenseLoader, TaskSplit
 from leannet.data.paths import data_root
 from leannet.data.tensor_loader import AUGMENTATIONS, TensorLoader
 from leannet.data.torch_loader import torch_loader
@@ -28,7 +29,7 @@ class Loaders:
     info: DatasetInfo
 
 
-def carve_val(train: Split, val_size: int) -> tuple[Split, Split | None]:
+def carve_val(train: Split | TaskSplit, val_size: int) -> tuple[Split | TaskSplit, Split | TaskSplit | None]:
     """Split ``val_size`` random images off ``train`` with a fixed generator: ``(train, val)``."""
     if val_size == 0:
         return train, None
@@ -39,6 +40,24 @@ def carve_val(train: Split, val_size: int) -> tuple[Split, Split | None]:
         )
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(VAL_SEED))
     return train.subset(perm[val_size:].sort().values), train.subset(perm[:val_size].sort().values)
+
+
+def dense_loaders(train: TaskSplit, test: TaskSplit, batch_size: int, eval_batch_size: int, val_size: int,
+                  val_on_test: bool, seed: int, channels_last: bool) -> Loaders:
+    """Loaders of a dense multi-task dataset (no augmentation); statistics from the whole training split."""
+    mean, std = channel_stats(train.images)
+    _, c, h, w = train.images.shape
+    info = DatasetInfo(train.channels.get("segmentation", 1), c, (h, w), mean, std, tasks=dict(train.channels))
+    train, val = carve_val(train, val_size)
+
+    def make(split: TaskSplit, train_mode: bool) -> DenseLoader:
+        size = batch_size if train_mode else eval_batch_size
+        return DenseLoader(split, size, shuffle=train_mode, mean=mean, std=std, seed=seed,
+                           drop_last=train_mode and len(split) > size, channels_last=channels_last)
+
+    test_loader = make(test, False)
+    val_loader = test_loader if val_on_test else make(val, False) if val is not None else None
+    return Loaders(make(train, True), val_loader, test_loader, info)
 
 
 def few_shot_subset(train: Split, per_class: int, seed: int) -> Split:
@@ -93,6 +112,11 @@ def build_loaders(
     root = Path(root) if root is not None else data_root()
     train = load_split(name, root, True, **dataset_kwargs)
     test = load_split(name, root, False, **dataset_kwargs)
+    if isinstance(train, TaskSplit):
+        if few_shot is not None or augment != "none" or loader != "tensor":
+            raise LeannetError(f"dataset '{name}' is dense (one target map per task): it supports neither "
+                               "data.few_shot nor augmentation nor data.loader=torch; set data.augment=none")
+        return dense_loaders(train, test, batch_size, eval_batch_size, val_size, val_on_test, seed, channels_last)
     info = DatasetInfo.from_split(train)
     train, val = carve_val(train, val_size)
     if few_shot is not None:

@@ -78,6 +78,7 @@ def build_model(
     norm: str = "bn",
     width: float = 1.0,
     image_size: int | tuple[int, int] | None = None,
+    tasks: dict[str, int] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a freshly initialized model by name.
@@ -86,19 +87,29 @@ def build_model(
     any depth D = 6n+2), ``tv:<name>`` for torchvision or ``timm:<name>`` for timm (random weights).
     ``norm`` is a name registered in ``NORMS``; ``width`` multiplies channel counts (leannet models
     only); ``image_size`` is the input height/width, needed by models whose layer sizes depend on it
-    (``mlp``) and not forwarded to external models. Other keyword arguments go to the model factory.
+    (``mlp``) and not forwarded to external models. ``tasks`` (task → head channels) of a dense multi-task
+    dataset goes to factories that declare it (multi-task models); a classifier refuses dense data.
+    Other keyword arguments go to the model factory.
     """
     if num_classes < 1 or in_channels < 1:
         raise LeannetError(f"num_classes and in_channels must be >= 1; got {num_classes}, {in_channels}")
     if width <= 0:
         raise LeannetError(f"width must be > 0; got {width}")
     NORMS.get(norm)  # fail on an unknown norm before building anything
+    if tasks and ":" in name:
+        raise LeannetError(f"model '{name}' is a classifier; dense multi-task data ({', '.join(tasks)}) needs a "
+                           "multi-task model such as adashare_resnet")
     if ":" in name:
         return build_external(name, num_classes, in_channels=in_channels, norm=norm, width=width, **kwargs)
     factory = _resolve(name)
     params = inspect.signature(factory).parameters
     if image_size is not None and "image_size" in params:
         kwargs["image_size"] = image_size
+    if tasks and "tasks" not in params:
+        raise LeannetError(f"model '{name}' is a classifier; dense multi-task data ({', '.join(tasks)}) needs a "
+                           "multi-task model such as adashare_resnet")
+    if tasks:
+        kwargs["tasks"] = tasks
     unknown = sorted(set(kwargs) - set(params))
     if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         raise LeannetError(

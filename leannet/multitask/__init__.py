@@ -1,5 +1,6 @@
 """Multi-task learning: AdaShare (select-or-skip residual blocks per task), dense heads and metrics."""
 
+from leannet.multitask import methods  # noqa: F401  (registers adashare_resnet and the multi-task methods)
 from leannet.multitask.adashare import (
     AdaShareNet,
     GatedBasicBlock,

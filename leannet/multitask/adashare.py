@@ -18,22 +18,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from leannet.errors import LeannetError
+from leannet.models.norms import make_norm
 from leannet.multitask.heads import DenseHead
 
 
 class GatedBasicBlock(nn.Module):
     """A ResNet basic block that a policy can execute or skip (AdaShare eq. 1)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: str = "bn") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn1 = make_norm(norm, out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.bn2 = make_norm(norm, out_channels)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                                          nn.BatchNorm2d(out_channels))
+                                          make_norm(norm, out_channels))
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """F(x): conv-BN-ReLU-conv-BN."""
@@ -54,24 +55,25 @@ class AdaShareNet(nn.Module):
     """Shared backbone of gated basic blocks, one dense head per task, and per-task policy logits.
 
     ``tasks`` maps task name → output channels. ``blocks[i]`` basic blocks of width ``widths[i]``
-    form stage i (first block strided by ``strides[i]``); L = sum(blocks) gated blocks.
+    form stage i (first block strided by ``strides[i]``); L = sum(blocks) gated blocks. ``norm`` is any
+    registered norm (e.g. ``rbn``).
     """
 
     def __init__(self, tasks: dict[str, int], widths: tuple[int, ...] = (16, 32, 64),
                  blocks: tuple[int, ...] = (2, 2, 2), strides: tuple[int, ...] = (1, 2, 2), in_channels: int = 3,
-                 head_dilations: tuple[int, ...] = (1, 2, 3)) -> None:
+                 head_dilations: tuple[int, ...] = (1, 2, 3), norm: str = "bn") -> None:
         super().__init__()
         if not tasks:
             raise LeannetError("AdaShareNet needs at least one task")
         if not len(widths) == len(blocks) == len(strides):
             raise LeannetError(f"widths {widths}, blocks {blocks} and strides {strides} must have the same length")
         self.task_names = list(tasks)
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]),
-                                  nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+                                  make_norm(norm, widths[0]), nn.ReLU(inplace=True))
         layers, cin = [], widths[0]
         for width, count, stride in zip(widths, blocks, strides, strict=True):
             for i in range(count):
-                layers.append(GatedBasicBlock(cin, width, stride if i == 0 else 1))
+                layers.append(GatedBasicBlock(cin, width, stride if i == 0 else 1, norm))
                 cin = width
         self.blocks = nn.ModuleList(layers)
         self.heads = nn.ModuleDict({name: DenseHead(cin, c, tuple(head_dilations)) for name, c in tasks.items()})
@@ -171,13 +173,24 @@ def sharing_weights(num_blocks: int) -> torch.Tensor:
     return (num_blocks - torch.arange(num_blocks, dtype=torch.float32)) / num_blocks
 
 
-def sharing_loss(logits: torch.Tensor) -> torch.Tensor:
-    """L_sharing = Σ over task pairs Σ_l (L − l)/L · |α_{k1,l} − α_{k2,l}|₁."""
+SHARING_FORMS = ("paper", "official")
+
+
+def sharing_loss(logits: torch.Tensor, form: str = "paper") -> torch.Tensor:
+    """L_sharing over task pairs. ``paper``: Σ_l (L − l)/L · |α_{k1,l} − α_{k2,l}|₁ over both logit columns
+    (early blocks cost more: they stay shared). ``official`` (sunxm2357/AdaShare): Σ_l (l + 1)/L ·
+    |α_{k1,l,0} − α_{k2,l,0}| on the execute column only."""
+    if form not in SHARING_FORMS:
+        raise LeannetError(f"unknown sharing form '{form}'; valid forms: {', '.join(SHARING_FORMS)}")
     k, num_blocks, _ = logits.shape
-    weights = sharing_weights(num_blocks).to(logits)
+    if form == "paper":
+        weights, columns = sharing_weights(num_blocks).to(logits), logits
+    else:
+        weights = (torch.arange(num_blocks, dtype=logits.dtype, device=logits.device) + 1) / num_blocks
+        columns = logits[..., :1]
     total = logits.new_zeros(())
     for a, b in itertools.combinations(range(k), 2):
-        total = total + (weights * (logits[a] - logits[b]).abs().sum(-1)).sum()
+        total = total + (weights * (columns[a] - columns[b]).abs().sum(-1)).sum()
     return total
 
 

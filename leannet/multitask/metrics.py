@@ -1,7 +1,8 @@
 """Dense-task metrics (as in AdaShare's NYU-v2 tables) and the multi-task summary Δm.
 
-Each task has an accumulator (``update`` per batch, ``compute`` at the end); ``HIGHER_IS_BETTER``
-gives every metric's direction, used by ``delta_m``.
+Each task has a torchmetrics ``Metric`` (``update`` per batch, ``compute`` → a dict of scores at the
+end; its sums are reduced across processes under DDP); ``HIGHER_IS_BETTER`` gives every metric's
+direction, used by ``delta_m``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torchmetrics import Metric
 
 HIGHER_IS_BETTER: dict[str, bool] = {
     "miou": True, "pixel_acc": True,
@@ -19,12 +21,13 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 }
 
 
-class SegmentationMetric:
+class SegmentationMetric(Metric):
     """Mean IoU (over classes present in prediction or target) and pixel accuracy; target -1 ignored."""
 
     def __init__(self, num_classes: int) -> None:
+        super().__init__()
         self.num_classes = num_classes
-        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self.add_state("confusion", torch.zeros(num_classes, num_classes, dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         labels = pred.argmax(1)
@@ -45,26 +48,27 @@ def segmentation_scores(confusion: torch.Tensor) -> dict[str, float]:
     return {"miou": miou, "pixel_acc": (tp.sum() / confusion.sum().clamp_min(1)).item()}
 
 
-class DepthMetric:
+class DepthMetric(Metric):
     """Absolute error, relative error and δ < 1.25 over valid pixels (target > 0)."""
 
     def __init__(self) -> None:
-        self.abs = self.rel = self.delta = 0.0
-        self.count = 0
+        super().__init__()
+        for name in ("abs", "rel", "delta", "count"):
+            self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         valid = target > 0
         p, g = pred[:, 0][valid].double(), target[valid].double()
         err = (p - g).abs()
         ratio = torch.maximum(p.clamp_min(1e-6) / g, g / p.clamp_min(1e-6))
-        self.abs += err.sum().item()
-        self.rel += (err / g).sum().item()
-        self.delta += (ratio < 1.25).sum().item()
-        self.count += int(valid.sum())
+        self.abs += err.sum()
+        self.rel += (err / g).sum()
+        self.delta += (ratio < 1.25).sum()
+        self.count += valid.sum()
 
     def compute(self) -> dict[str, float]:
-        n = max(self.count, 1)
-        return {"abs_err": self.abs / n, "rel_err": self.rel / n, "delta1": self.delta / n}
+        n = max(float(self.count), 1.0)
+        return {"abs_err": float(self.abs) / n, "rel_err": float(self.rel) / n, "delta1": float(self.delta) / n}
 
 
 def normal_angles(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -74,39 +78,42 @@ def normal_angles(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.acos(cos[valid].clamp(-1, 1)))
 
 
-class NormalsMetric:
-    """Mean and median angular error, and % of pixels within 11.25°, 22.5°, 30°."""
+class NormalsMetric(Metric):
+    """Mean and median angular error, and % of pixels within 11.25°, 22.5°, 30° (all angles are kept
+    for the median)."""
 
     def __init__(self) -> None:
-        self.angles: list[torch.Tensor] = []
+        super().__init__()
+        self.add_state("angles", [], dist_reduce_fx="cat")
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         self.angles.append(normal_angles(pred, target).float())
 
     def compute(self) -> dict[str, float]:
-        a = torch.cat(self.angles).double()
+        a = (torch.cat(self.angles) if isinstance(self.angles, list) else self.angles).double()
         return {"mean_angle": a.mean().item(), "median_angle": a.median().item(),
                 **{f"within_{t:g}": (a < t).double().mean().item() for t in (11.25, 22.5, 30)}}
 
 
-class EdgeMetric:
+class EdgeMetric(Metric):
     """Edge error: mean absolute difference between the predicted edge probability and the 0/1 target
     (lower is better; Taskonomy-style, as AdaShare's edge tasks)."""
 
     def __init__(self) -> None:
-        self.total = 0.0
-        self.count = 0
+        super().__init__()
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        self.total += (torch.sigmoid(pred[:, 0]) - target.float()).abs().sum().item()
+        self.total += (torch.sigmoid(pred[:, 0].double()) - target.double()).abs().sum()
         self.count += target.numel()
 
     def compute(self) -> dict[str, float]:
-        return {"edge_err": self.total / max(self.count, 1)}
+        return {"edge_err": float(self.total) / max(float(self.count), 1.0)}
 
 
-def task_metric(task: str, channels: int) -> SegmentationMetric | DepthMetric | NormalsMetric | EdgeMetric:
-    """A fresh accumulator for ``task``."""
+def task_metric(task: str, channels: int) -> Metric:
+    """A fresh metric for ``task``."""
     if task == "segmentation":
         return SegmentationMetric(channels)
     return {"depth": DepthMetric, "normals": NormalsMetric, "edges": EdgeMetric}[task]()

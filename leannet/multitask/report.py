@@ -1,9 +1,16 @@
-"""Comparison of multi-task runs: a markdown table of every metric, Δm vs single-task, parameters and
-executed blocks; and the learned policy grid (blocks × tasks, execute probability)."""
+"""Comparison of multi-task runs (the ``results.json`` of ``leannet train`` / ``leannet suite`` runs): every
+metric per task, Δm vs single-task, the paired Δm differences against hard sharing, parameters and
+executed blocks; and the learned policy grid (blocks × tasks, execute probability) of each AdaShare run.
+
+Runs are grouped by variant: the folder above ``seed<N>/`` in a suite's layout, else the run's name.
+Runs with a single task are the single-task baseline: per seed, the single-task variants together
+make one "single-task" row.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,59 +19,94 @@ import numpy as np
 from leannet.errors import LeannetError
 from leannet.multitask.metrics import HIGHER_IS_BETTER, delta_m
 
-METHOD_ORDER = ("single", "hard", "random", "adashare")
-RUN_KEYS = {"metrics", "seed", "params", "executed_blocks", "num_blocks", "seconds"}
-LABELS = {"single": "single-task", "hard": "hard sharing", "random": "random policy", "adashare": "AdaShare"}
+SINGLE = "single-task"
+REFERENCE = "hard"
 
 
 def load_runs(paths: list[Path]) -> list[dict[str, Any]]:
-    """Run results under ``paths``: ``results.json`` of run directories and ``<method>-seed<N>.json`` copies."""
-    found = set()
+    """Multi-task runs under ``paths``, each with ``variant``, ``seed``, ``tasks`` and ``metrics`` {task: {m: v}}."""
+    found: set[Path] = set()
     for p in map(Path, paths):
         if not p.exists():
             raise LeannetError(f"no such file or directory: {p}; give multi-task run folders (e.g. runs/multitask)")
-        found |= {p} if p.is_file() else {*p.rglob("results.json"), *p.rglob("*-seed*.json")}
+        found |= {p} if p.is_file() else set(p.rglob("results.json"))
     runs = []
     for f in sorted(found):
+        if f.parent.name == "search":  # AdaShare's search stage: its policy is in the run above
+            continue
         try:
             run = json.loads(f.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise LeannetError(f"{f} is not valid JSON ({err}); delete it or leave its folder out") from None
-        if isinstance(run, dict) and run.get("method") in METHOD_ORDER and run.keys() >= RUN_KEYS:
-            runs.append(run)
+        if not isinstance(run, dict) or "tasks" not in run or "policy" not in run:
+            continue
+        metrics: dict[str, dict[str, float]] = {t: {} for t in run["tasks"]}
+        for key, value in run.items():
+            m = re.fullmatch(r"test_([a-z]+)/([a-z0-9_.]+)", key)
+            if m and m.group(1) in metrics and m.group(2) in HIGHER_IS_BETTER:
+                metrics[m.group(1)][m.group(2)] = value
+        variant = f.parent.parent.name if re.fullmatch(r"seed\d+", f.parent.name) else run.get("name", f.parent.name)
+        runs.append({**run, "variant": SINGLE if len(run["tasks"]) == 1 else variant, "metrics": metrics,
+                     "file": str(f)})
     if not runs:
         where = ", ".join(map(str, paths))
-        raise LeannetError(f"no multi-task results under {where} ({len(found)} JSON files, none from "
-                           "`python -m leannet.multitask run`); point to runs/multitask or results/adashare")
+        raise LeannetError(f"no multi-task results under {where} ({len(found)} results.json files, none of a "
+                           "multi-task run); point to runs/multitask or results/multitask/scenes")
     return runs
 
 
+def _merge_single(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The single-task runs of each seed as one run over all their tasks."""
+    merged = [r for r in runs if r["variant"] != SINGLE]
+    for seed in sorted({r["seed"] for r in runs if r["variant"] == SINGLE}):
+        group = [r for r in runs if r["variant"] == SINGLE and r["seed"] == seed]
+        merged.append({"variant": SINGLE, "seed": seed, "tasks": [t for r in group for t in r["tasks"]],
+                       "metrics": {t: v for r in group for t, v in r["metrics"].items()},
+                       "deployed_params": sum(r["deployed_params"] for r in group),
+                       "executed_blocks": {t: b for r in group for t, b in r["executed_blocks"].items()},
+                       "num_blocks": group[0]["num_blocks"], "train_seconds": sum(r["train_seconds"] for r in group)})
+    return merged
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean ± std over seeds per method of every metric, Δm (vs the single-task mean), params, blocks."""
-    single = [r for r in runs if r["method"] == "single"]
-    baseline = {t: {m: float(np.mean([r["metrics"][t][m] for r in single])) for m in v}
-                for t, v in single[0]["metrics"].items()} if single else None
+    """Per variant: mean ± std over seeds of every metric, Δm (vs the single-task mean over seeds) and its
+    per-seed values, the paired difference of Δm against hard sharing, params and executed blocks."""
+    runs = _merge_single(runs)
+    single = [r for r in runs if r["variant"] == SINGLE]
+    baseline = ({t: {m: float(np.mean([r["metrics"][t][m] for r in single])) for m in v}
+                 for t, v in single[0]["metrics"].items()} if single else None)
     out: dict[str, Any] = {}
-    for method in METHOD_ORDER:
-        group = [r for r in runs if r["method"] == method]
-        if not group:
-            continue
-        row: dict[str, Any] = {"seeds": sorted(r["seed"] for r in group)}
+    for variant in dict.fromkeys(r["variant"] for r in sorted(runs, key=_order)):
+        group = sorted((r for r in runs if r["variant"] == variant), key=lambda r: r["seed"])
+        row: dict[str, Any] = {"seeds": [r["seed"] for r in group]}
         for task, values in group[0]["metrics"].items():
             for m in values:
                 row[f"{task}/{m}"] = _ms([r["metrics"][task][m] for r in group])
-        if baseline is not None:
+        if baseline is not None and all(set(r["metrics"]) <= set(baseline) for r in group):
             deltas = [delta_m(r["metrics"], baseline) for r in group]
             row["delta_m"] = _ms([d[0] for d in deltas])
             row["delta_m_per_seed"] = [float(d[0]) for d in deltas]
             for task in group[0]["metrics"]:
                 row[f"delta/{task}"] = _ms([d[1][task] for d in deltas])
-        row["params"] = _ms([r["params"] for r in group])
+        row["params"] = _ms([r["deployed_params"] for r in group])
         row["avg_executed_blocks"] = _ms([float(np.mean(list(r["executed_blocks"].values()))) for r in group])
         row["num_blocks"] = group[0]["num_blocks"]
-        row["seconds"] = _ms([r["seconds"] for r in group])
-        out[method] = row
+        row["seconds"] = _ms([r["train_seconds"] for r in group])
+        out[variant] = row
+    reference = out.get(REFERENCE, {}).get("delta_m_per_seed")
+    for variant, row in out.items():
+        if reference and variant != REFERENCE and "delta_m_per_seed" in row:
+            ref = dict(zip(out[REFERENCE]["seeds"], reference, strict=True))
+            diffs = [d - ref[s] for s, d in zip(row["seeds"], row["delta_m_per_seed"], strict=True) if s in ref]
+            if diffs:
+                row["vs_hard"] = _ms(diffs)
+                row["vs_hard_wins"] = [sum(d > 0 for d in diffs), len(diffs)]
     return out
+
+
+def _order(run: dict[str, Any]) -> int:
+    """Single-task first, then hard sharing, then the rest in the order found."""
+    return {SINGLE: 0, REFERENCE: 1}.get(run["variant"], 2)
 
 
 def _ms(values: list[float]) -> list[float]:
@@ -73,26 +115,31 @@ def _ms(values: list[float]) -> list[float]:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """The summary as markdown tables: one per task, then Δm / params / blocks."""
-    methods = [m for m in METHOD_ORDER if m in summary]
+    """The summary as markdown tables: one per task, then Δm / paired Δm vs hard / params / blocks."""
+    variants = list(summary)
     lines = []
-    metric_keys = [k for k in summary[methods[0]] if "/" in k and not k.startswith("delta/")]
+    metric_keys = list(dict.fromkeys(k for v in variants for k in summary[v]
+                                     if "/" in k and not k.startswith("delta/")))
     tasks = list(dict.fromkeys(k.split("/")[0] for k in metric_keys))
     for task in tasks:
         keys = [k for k in metric_keys if k.startswith(task + "/")]
         heads = [f"{k.split('/')[1]} {'↑' if HIGHER_IS_BETTER[k.split('/')[1]] else '↓'}" for k in keys]
-        lines += [f"**{task}**", "", "| method | " + " | ".join(heads) + " |", "|---" * (len(keys) + 1) + "|"]
-        for m in methods:
-            cells = [_fmt(summary[m][k], k.split("/")[1]) for k in keys]
-            lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+        lines += [f"**{task}** (test set, final epoch, mean ± std over seeds)", "",
+                  "| variant | " + " | ".join(heads) + " |", "|---" * (len(keys) + 1) + "|"]
+        for v in variants:
+            if any(k in summary[v] for k in keys):
+                cells = [_fmt(summary[v][k], k.split("/")[1]) if k in summary[v] else "–" for k in keys]
+                lines.append(f"| {v} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["| method | Δm % ↑ | " + " | ".join(f"Δ {t} %" for t in tasks)
-              + " | params | avg executed blocks / task | seconds | seeds |",
-              "|---" * (len(tasks) + 6) + "|"]
-    for m in methods:
-        row = summary[m]
+    lines += ["| variant | Δm % ↑ | Δm − Δm(hard), paired | " + " | ".join(f"Δ {t} %" for t in tasks)
+              + " | params | avg executed blocks / task | train s | seeds |",
+              "|---" * (len(tasks) + 7) + "|"]
+    for v in variants:
+        row = summary[v]
         deltas = [_pm(row[f"delta/{t}"], 2) if f"delta/{t}" in row else "–" for t in tasks]
-        lines.append(f"| {LABELS[m]} | {_pm(row['delta_m'], 2) if 'delta_m' in row else '–'} | "
+        paired = (f"{_pm(row['vs_hard'], 2)} ({row['vs_hard_wins'][0]}/{row['vs_hard_wins'][1]} seeds better)"
+                  if "vs_hard" in row else "–")
+        lines.append(f"| {v} | {_pm(row['delta_m'], 2) if 'delta_m' in row else '–'} | {paired} | "
                      + " | ".join(deltas)
                      + f" | {row['params'][0]:,.0f} | {row['avg_executed_blocks'][0]:.2f} / {row['num_blocks']}"
                      + f" | {row['seconds'][0]:.0f} | {', '.join(map(str, row['seeds']))} |")
@@ -109,13 +156,14 @@ def _pm(ms: list[float], digits: int) -> str:
 
 
 def plot_policy(run: dict[str, Any], path: Path) -> Path:
-    """The learned policy grid of an AdaShare run: tasks × blocks, colour = p(execute), ✓ = executed."""
+    """The learned policy grid of an AdaShare run: tasks × blocks, colour = p(execute) at the end of the
+    search, ✓ = executed by the chosen discrete policy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    p = np.array(run["p_execute"])
+    p = np.array(run["search_p_execute"])
     chosen = np.array(run["policy"])
     fig, ax = plt.subplots(figsize=(0.55 * p.shape[1] + 2, 0.55 * p.shape[0] + 1.2))
     im = ax.imshow(p, cmap="Blues", vmin=0, vmax=1)
@@ -126,7 +174,7 @@ def plot_policy(run: dict[str, Any], path: Path) -> Path:
     ax.set_yticks(range(len(run["tasks"])), run["tasks"])
     ax.set_xticks(range(p.shape[1]), [str(l + 1) for l in range(p.shape[1])])
     ax.set_xlabel("block")
-    ax.set_title(f"AdaShare policy (seed {run['seed']}): p(execute), ✓ = executed", fontsize=9)
+    ax.set_title(f"{run['variant']} policy (seed {run['seed']}): p(execute), ✓ = executed", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,13 +184,13 @@ def plot_policy(run: dict[str, Any], path: Path) -> Path:
 
 
 def write_report(runs: list[dict[str, Any]], out: Path) -> str:
-    """Write ``summary.json``, ``table.md`` and one policy grid per AdaShare run into ``out``."""
+    """Write ``summary.json``, ``table.md`` and one policy grid per searched run (``policy_<variant>_seed<N>.png``)."""
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     text = markdown(summary)
     (out / "table.md").write_text(text)
     for r in runs:
-        if r["method"] == "adashare":
-            plot_policy(r, out / f"policy_seed{r['seed']}.png")
+        if r.get("search_p_execute"):
+            plot_policy(r, out / f"policy_{r['variant']}_seed{r['seed']}.png")
     return text

@@ -51,7 +51,7 @@ class EpochMonitor(L.Callback):
         self.start = self.last = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        self.images += batch[1].shape[0] * trainer.world_size
+        self.images += batch[0].shape[0] * trainer.world_size
         self.last = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from omegaconf import DictConfig
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
@@ -26,7 +27,10 @@ class LeanModule(L.LightningModule):
     """Calls `method(batch)`, backpropagates its `loss`, logs every other scalar it returns.
 
     Evaluation uses `method.eval_logits(x)`: top-1 (and top-5 when there are more than 10 classes) of
-    `predict(x)` as `acc`, and of every other named output as `acc_<name>` (`top5_<name>`).
+    `predict(x)` as `acc`, and of every other named output as `acc_<name>` (`top5_<name>`); a method
+    with its own `eval_metrics` (e.g. dense multi-task scores) is evaluated by its `evaluate` instead.
+    A method with `extra_optimizers` is trained with manual optimization: each batch steps the optimizer
+    its output names. Before every epoch the method's `start_epoch` may pick the training samples.
     """
 
     def __init__(
@@ -43,12 +47,18 @@ class LeanModule(L.LightningModule):
         self.channels_last = channels_last
         classes = method.num_classes
         self.eval_acc = torch.nn.ModuleDict()
-        for stage in ("val", "test"):
+        own = method.eval_metrics()
+        self.own_metrics = torch.nn.ModuleDict(
+            {stage: torch.nn.ModuleDict({k: copy.deepcopy(m) for k, m in own.items()}) for stage in ("val", "test")}
+        ) if own is not None else None
+        self.extra_names = list(method.extra_optimizers())
+        self.automatic_optimization = not self.extra_names
+        for stage in ("val", "test") if own is None else ():
             self.eval_acc[f"{stage}_acc"] = MulticlassAccuracy(classes, average="micro")
             if classes > 10:
                 self.eval_acc[f"{stage}_top5"] = MulticlassAccuracy(classes, top_k=5, average="micro")
 
-    def _prepare(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    def _prepare(self, batch: tuple[Tensor, Any]) -> tuple[Tensor, Any]:
         x, y = batch
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -65,14 +75,33 @@ class LeanModule(L.LightningModule):
                 f"non-finite training loss ({loss.item()}) in epoch {self.current_epoch + 1}, "
                 f"step {self.global_step + 1}; training stopped and {kept}; lower optim.lr or check the data"
             )
-        n = y.shape[0]
+        if not self.automatic_optimization:
+            self._manual_step(loss, out.get("optimizer", ""))
+        n = x.shape[0]
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n)
-        acc = (out["logits"].detach().argmax(dim=1) == y).float().mean()
-        self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=n)
+        if "logits" in out and isinstance(y, Tensor):
+            acc = (out["logits"].detach().argmax(dim=1) == y).float().mean()
+            self.log("train/acc", acc, on_step=False, on_epoch=True, batch_size=n)
         for key, value in out.items():
             if key not in ("loss", "logits") and isinstance(value, Tensor) and value.numel() == 1:
                 self.log(f"train/{key}", value.detach(), on_step=False, on_epoch=True, batch_size=n)
         return loss
+
+    def _manual_step(self, loss: Tensor, name: str) -> None:
+        """Backpropagate and step the optimizer named `name` ("": the recipe's, which alone is scheduled)."""
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        names = ["", *self.extra_names]
+        if name not in names:
+            raise LeannetError(f"{type(self.method).__name__} asked for optimizer '{name}'; it has: "
+                               f"{', '.join(repr(n) for n in names)}")
+        optimizer = optimizers[names.index(name)]
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+        if name == "":
+            self.lr_schedulers().step()
+        self.method.after_step()
 
     def _metric(self, stage: str, kind: str, name: str, device: torch.device) -> MulticlassAccuracy | None:
         """The accuracy metric of one named output (created on first use for outputs other than "")."""
@@ -84,8 +113,12 @@ class LeanModule(L.LightningModule):
             self.eval_acc[key].reset()
         return self.eval_acc[key]
 
-    def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
+    def _eval_step(self, stage: str, batch: tuple[Tensor, Any]) -> None:
         x, y = self._prepare(batch)
+        if self.own_metrics is not None:
+            for key, value in self.method.evaluate((x, y), self.own_metrics[stage]).items():
+                self.log(f"{stage}/{key}", value, on_epoch=True, batch_size=x.shape[0])
+            return
         outputs = self.method.eval_logits(x)
         if "" not in outputs:
             raise LeannetError(f"{type(self.method).__name__}.eval_logits must return the predict() logits under ''")
@@ -99,11 +132,30 @@ class LeanModule(L.LightningModule):
                     key = f"{stage}_{kind}{suffix}"  # named: metrics added after Lightning cached its metric names
                     self.log(f"{stage}/{kind}{suffix}", metric, on_epoch=True, metric_attribute=f"eval_acc.{key}")
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[Tensor, Any], batch_idx: int) -> None:
         self._eval_step("val", batch)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Tensor, Any], batch_idx: int) -> None:
         self._eval_step("test", batch)
+
+    def _log_own_metrics(self, stage: str) -> None:
+        """A method's own metrics: every score of `compute()` as `<stage>/<metric>/<score>`, then reset."""
+        if self.own_metrics is None:
+            return
+        for name, metric in self.own_metrics[stage].items():
+            for key, value in metric.compute().items():
+                self.log(f"{stage}/{name}/{key}", float(value), batch_size=1)
+            metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_own_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_own_metrics("test")
+
+    def on_train_epoch_start(self) -> None:
+        """The method's `start_epoch` hook (its `train_subset` reaches the loader through `plan`, set by the run)."""
+        self.method.start_epoch(self.current_epoch)
 
     def on_train_start(self) -> None:
         """The method's `fit_start` hook, given epoch 0's training batches (the loader's epoch is restored)."""
@@ -114,8 +166,8 @@ class LeanModule(L.LightningModule):
         def batches():  # lazy: a method that ignores the hook costs no pass over the data
             if hasattr(loader, "set_epoch"):
                 loader.set_epoch(0)
-            for x, y in loader:
-                yield self._prepare((x.to(self.device), y.to(self.device)))
+            for batch in loader:
+                yield self._prepare(move_data_to_device(batch, self.device))
 
         try:
             self.method.fit_start(batches())
@@ -123,16 +175,20 @@ class LeanModule(L.LightningModule):
             if epoch is not None:
                 sampler.epoch = epoch
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:  # automatic optimization only
         """Lightning's optimizer step, then the method's `after_step` hook."""
         super().optimizer_step(*args, **kwargs)
         self.method.after_step()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = build_optimizer(self.method, self.optim_cfg)
+        extra = self.method.extra_optimizers()
+        own = [p for optimizer in extra.values() for group in optimizer.param_groups for p in group["params"]]
+        opt = build_optimizer(self.method, self.optim_cfg, exclude=own)
         epochs = self.trainer.max_epochs
         steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
         sched = build_schedule(opt, self.schedule_cfg, steps_per_epoch, epochs)
+        if extra:
+            return [opt, *extra.values()], [{"scheduler": sched, "interval": "step"}]
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -20,13 +20,15 @@ OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer
 SCHEDULES: Registry[Callable[..., LRScheduler]] = Registry("schedule")
 
 
-def param_groups(module: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
+def param_groups(module: nn.Module, weight_decay: float, decay_norm_and_bias: bool,
+                 exclude: Iterable[nn.Parameter] = ()) -> list[dict]:
     """Trainable parameters in two groups: weights with decay, and (optionally) 1-D tensors without.
 
     1-D tensors are the biases and every per-channel parameter of normalization layers (γ, β, and the
     calibration weights of RBN), which weight decay should usually leave alone.
     """
-    params = [p for p in module.parameters() if p.requires_grad]
+    skip = {id(p) for p in exclude}
+    params = [p for p in module.parameters() if p.requires_grad and id(p) not in skip]
     if decay_norm_and_bias:
         return [{"params": params, "weight_decay": weight_decay}]
     decay = [p for p in params if p.ndim > 1]
@@ -44,8 +46,9 @@ def adamw(groups: Iterable[dict], cfg: DictConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
-def build_optimizer(module: nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
-    groups = param_groups(module, cfg.weight_decay, cfg.decay_norm_and_bias)
+def build_optimizer(module: nn.Module, cfg: DictConfig, exclude: Iterable[nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """The recipe's optimizer over `module`'s trainable parameters except `exclude`."""
+    groups = param_groups(module, cfg.weight_decay, cfg.decay_norm_and_bias, exclude)
     return OPTIMIZERS.get(cfg.name)(groups, cfg)
 
 

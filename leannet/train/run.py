@@ -18,6 +18,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,7 @@ def build(config: DictConfig) -> Built:
     info = loaders.info
     model = build_model(
         config.model.name, num_classes=info.num_classes, in_channels=info.in_channels,
-        norm=config.model.norm, width=config.model.width, image_size=info.image_size,
+        norm=config.model.norm, width=config.model.width, image_size=info.image_size, tasks=info.tasks or None,
         **to_dict(config.model.args),
     )
     model = apply_transforms(model, config)  # e.g. the freeze: section (leannet.stages)
@@ -149,12 +150,19 @@ def batch_limit(value: float | None) -> int | float | None:
     return int(value) if value is not None and value > 1 else value
 
 
-def make_trainer(config: DictConfig, run_dir: Path, callbacks: list[L.Callback] = (), has_val: bool = True):
+def make_trainer(config: DictConfig, run_dir: Path, callbacks: list[L.Callback] = (), has_val: bool = True,
+                 monitor: tuple[str, str] = ("acc", "max"), planned: bool = False, unused_parameters: bool = False):
+    """The Lightning trainer of a run; best.ckpt keeps the epoch with the best `val/<monitor[0]>`. `planned`:
+    the training loader's length changes per epoch (a method's `train_subset`), so Lightning re-reads it.
+    `unused_parameters`: the method leaves some parameters without gradient in some steps, so plain `ddp`
+    becomes `ddp_find_unused_parameters_true`."""
     t = config.trainer
+    strategy = "ddp_find_unused_parameters_true" if unused_parameters and t.strategy == "ddp" else t.strategy
     show_bar = t.progress == "bar" or (t.progress == "auto" and sys.stdout.isatty())
     best = ModelCheckpoint(  # first: Lightning's ckpt_path="best" reads this one
         dirpath=run_dir / "checkpoints", filename="best", save_top_k=1,
-        monitor="val/acc" if has_val else None, mode="max", enable_version_counter=False,
+        monitor=f"val/{monitor[0]}" if has_val else None, mode=monitor[1] if has_val else "max",
+        enable_version_counter=False,  # mode "max" without val: unlike last's, so their state keys differ
     )
     # A separate callback for last.ckpt: with `save_last=True` Lightning only rewrites last.ckpt in epochs
     # where the monitored best improved, so a resume would restart from the best epoch, not the last one.
@@ -172,13 +180,13 @@ def make_trainer(config: DictConfig, run_dir: Path, callbacks: list[L.Callback] 
             raise LeannetError(f"trainer.save_epochs {outside} outside 1..{t.max_epochs} (trainer.max_epochs)")
         extra.append(EpochCheckpoints(run_dir / "checkpoints", t.save_epochs))
     return L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
         precision=t.precision, max_epochs=t.max_epochs, logger=loggers or False,
         callbacks=[EpochMonitor(run_dir / "metrics.csv", t.progress != "none"), best, last, *extra, *callbacks],
         plugins=[AtomicCheckpointIO()], enable_progress_bar=show_bar, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=batch_limit(t.limit_train_batches), default_root_dir=run_dir,
-        gradient_clip_val=t.gradient_clip_val,
+        gradient_clip_val=t.gradient_clip_val, reload_dataloaders_every_n_epochs=int(planned),
     )
 
 
@@ -237,7 +245,14 @@ def _train(config: DictConfig, run_dir: Path, resume: bool, callbacks: list[L.Ca
     if resume:
         check_resume(built.module, last)  # before config.yaml is rewritten
     has_val = built.loaders.val is not None
-    trainer = make_trainer(config, run_dir, callbacks, has_val=has_val)
+    planned = type(built.method).train_subset is not Method.train_subset
+    if planned:
+        if not hasattr(built.loaders.train, "plan"):
+            raise LeannetError(f"method {config.method.name} trains on part of the data each epoch: it needs an "
+                               "in-memory dense dataset (e.g. data.name=scenes_tasks)")
+        built.loaders.train.plan = partial(built.method.train_subset, size=built.loaders.train.num_items)
+    trainer = make_trainer(config, run_dir, callbacks, has_val=has_val, monitor=built.method.monitor, planned=planned,
+                           unused_parameters=built.method.unused_parameters)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
@@ -294,9 +309,11 @@ def summarize(config, run_dir, method, final, best, train_seconds, trainer) -> d
     }
     if "top5" in final:
         results["test_top5"] = final["top5"]
-    for key, value in final.items():  # named outputs of Method.eval_logits (e.g. acc_exit1, acc_ensemble)
-        if key.startswith(("acc_", "top5_")):
+    for key, value in final.items():  # named outputs (acc_exit1 …) and a method's own metrics (depth/abs_err …)
+        if key.startswith(("acc_", "top5_")) or "/" in key:
             results[f"test_{key}"] = value
+    if best is not final:
+        results.update({f"test_{key}_at_best_val": value for key, value in best.items() if "/" in key})
     results.update(method.summary())
     return results
 

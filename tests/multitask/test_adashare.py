@@ -16,7 +16,7 @@ from leannet.multitask.adashare import (
     sharing_weights,
     sparsity_loss,
 )
-from leannet.multitask.train import policy_step, weight_step
+from leannet.multitask.methods import AdaShareSearch
 
 TASKS = {"segmentation": 5, "depth": 1, "normals": 3}
 
@@ -131,52 +131,82 @@ def _snapshot(net):
     return {n: p.detach().clone() for n, p in net.named_parameters()}
 
 
-def test_policy_gets_gradients_only_in_policy_phases_and_weights_only_in_weight_phases():
-    from omegaconf import OmegaConf
+def _step(method, optimizer, batch):
+    out = method(batch)
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    optimizer.step()
+    return out
 
-    from leannet.multitask.train import AdaShareConfig
 
-    cfg = OmegaConf.structured(AdaShareConfig)
+def test_policy_gets_gradients_only_in_policy_epochs_and_weights_only_in_weight_epochs():
     net = tiny_net()
+    method = AdaShareSearch(net, 5, warmup_epochs=1, search_epochs=2, init_noise=0.0)
     x, targets = batch()
     w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
-    p_opt = torch.optim.Adam([net.policy_logits], lr=0.1)
+    p_opt = method.extra_optimizers()["policy"]
+    assert method.extra_optimizers()["policy"] is p_opt  # built once: Lightning checkpoints this one
+    method.start_epoch(1)  # the first weight epoch
     before = _snapshot(net)
-    u = gumbel_policy(net.policy_logits.detach(), 5.0)
-    weight_step(net, w_opt, x, targets, u, {})
-    assert net.policy_logits.grad is None
+    out = _step(method, w_opt, (x, targets))
+    assert out["optimizer"] == "" and net.policy_logits.grad is None
     assert torch.equal(net.policy_logits, before["policy_logits"])
-    assert all(p.grad is not None for p in net.weight_parameters())
     assert not torch.equal(net.blocks[0].conv1.weight, before["blocks.0.conv1.weight"])
-    # policy phase: the logits move, no weight receives a gradient or changes (BN buffers may)
+    # policy epoch: the logits move, no weight receives a gradient or changes (BN buffers may)
+    method.start_epoch(2)
     w_opt.zero_grad(set_to_none=True)
     middle = _snapshot(net)
-    policy_step(net, p_opt, x, targets, tau=5.0, learnable=net.num_blocks, cfg=cfg, weights={})
+    out = _step(method, p_opt, (x, targets))
+    assert out["optimizer"] == "policy" and float(out["sharing"]) >= 0
     assert net.policy_logits.grad is not None and net.policy_logits.grad.abs().sum() > 0
     assert not torch.equal(net.policy_logits, middle["policy_logits"])
     for name, p in net.named_parameters():
         if name != "policy_logits":
             assert p.grad is None, name
             assert torch.equal(p, middle[name]), name
-    # and back: a weight step does not touch the logits the policy step produced
-    after_policy = net.policy_logits.detach().clone()
-    weight_step(net, w_opt, x, targets, None, {})
-    assert torch.equal(net.policy_logits.detach(), after_policy)
 
 
-def test_curriculum_in_policy_step_freezes_locked_block_logits():
-    from omegaconf import OmegaConf
+def test_search_schedule_halves_tau_and_curriculum():
+    method = AdaShareSearch(tiny_net(), 5, warmup_epochs=2, search_epochs=3, tau=5.0, tau_final=0.1)
+    assert method.epochs == 8
+    assert [method.phase_of(e) for e in range(8)] == [("warmup", 0), ("warmup", 0), ("weights", 0), ("policy", 0),
+                                                     ("weights", 1), ("policy", 1), ("weights", 2), ("policy", 2)]
+    weights_half, policy_half = method.train_subset(0, 101), method.train_subset(3, 101)
+    assert len(weights_half) == 50 and len(policy_half) == 51
+    assert set(weights_half.tolist()).isdisjoint(policy_half.tolist())
+    assert torch.equal(method.train_subset(4, 101), weights_half)  # the same halves every search epoch
+    assert [round(method.tau(s), 6) for s in range(3)] == [5.0, round(5 * 0.02 ** 0.5, 6), 0.1]
+    decaying = AdaShareSearch(tiny_net(), 5, tau=5.0, tau_final=None, tau_decay=0.5)
+    assert decaying.tau(2) == pytest.approx(1.25)
+    method.start_epoch(3)
+    assert method.learnable() == 1 and method.eval_policy()[:, :3, 0].eq(1).all()
 
-    from leannet.multitask.train import AdaShareConfig
 
-    cfg = OmegaConf.structured(AdaShareConfig)
-    cfg.sharing = 0.0  # the sharing loss touches every block; switch it off to see the curriculum alone
+def test_curriculum_in_policy_epochs_freezes_locked_block_logits():
     net = tiny_net()
-    x, targets = batch()
-    p_opt = torch.optim.Adam([net.policy_logits], lr=0.1)
-    policy_step(net, p_opt, x, targets, tau=5.0, learnable=1, cfg=cfg, weights={})
+    method = AdaShareSearch(net, 5, warmup_epochs=0, search_epochs=4, sharing=0.0, init_noise=0.0)
+    method.start_epoch(1)  # search epoch 0: the last block alone is learnable
+    _step(method, method.extra_optimizers()["policy"], batch())
     grad = net.policy_logits.grad
     assert grad[:, :3].abs().sum() == 0 and grad[:, 3].abs().sum() > 0
+
+
+def test_init_noise_breaks_the_tie_between_tasks():
+    assert torch.equal(AdaShareSearch(tiny_net(), 5, init_noise=0.0).model.policy_logits, torch.zeros(3, 4, 2))
+    noisy = AdaShareSearch(tiny_net(), 5, init_noise=0.01).model.policy_logits
+    assert 0 < noisy.abs().max() < 0.1 and not torch.equal(noisy[0], noisy[1])
+
+
+def test_official_sharing_form_weights_late_blocks_on_the_execute_column():
+    logits = torch.zeros(2, 4, 2)
+    logits[0, 0] = torch.tensor([1.0, 1.0])
+    assert torch.isclose(sharing_loss(logits, "paper"), torch.tensor(2.0))       # (4-0)/4 · (1 + 1)
+    assert torch.isclose(sharing_loss(logits, "official"), torch.tensor(0.25))   # (0+1)/4 · 1, execute column
+    late = torch.zeros(2, 4, 2)
+    late[0, 3, 1] = 1.0  # the skip column: ignored by the official form
+    assert sharing_loss(late, "official") == 0 and torch.isclose(sharing_loss(late, "paper"), torch.tensor(0.25))
+    with pytest.raises(LeannetError, match="valid forms: paper, official"):
+        sharing_loss(logits, "both")
 
 
 def test_discrete_policies_and_params():

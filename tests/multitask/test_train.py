@@ -1,78 +1,151 @@
+"""Multi-task methods on the shared trainer: hard sharing, fixed / random policies, AdaShare end to end,
+resume, the report, and the test that the search privatises the blocks a conflicting task cannot use."""
+
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from leannet.cli import main as leannet_main
+from leannet.config import load_recipe
+from leannet.data.base import DATASETS
+from leannet.data.dense import TaskSplit, scenes_tasks
 from leannet.errors import LeannetError
 from leannet.multitask.report import load_runs, write_report
-from leannet.multitask.train import load_config, run
+from leannet.train.run import resume, train
 
-TINY = ["epochs=1", "data.train_count=48", "data.test_count=16", "data.size=16", "data.batch_size=16",
-        "model.widths=[4,8]", "model.blocks=[1,2]", "model.strides=[1,2]", "model.head_dilations=[1]",
-        "adashare.warmup_epochs=1", "adashare.search_epochs=2", "adashare.samples=2", "threads=1"]
+TINY = ["data.args.size=16", "data.args.train_count=60", "data.args.test_count=20", "data.val_size=20",
+        "data.batch_size=20", "model.args.widths=[4,8]", "model.args.blocks=[1,2]", "model.args.strides=[1,2]",
+        "model.args.head_dilations=[1]", "trainer.max_epochs=1", "trainer.progress=none"]
+SEARCH = ["method.warmup_epochs=1", "method.search_epochs=1", "method.samples=2"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     monkeypatch.setenv("LEANNET_DATA", str(tmp_path / "data"))
-    return lambda *extra: load_config("recipes/multitask/scenes.yaml", [*TINY, f"out_dir={tmp_path}/runs", *extra])
+    return lambda *extra: load_recipe("multitask/scenes", [*TINY, f"out_dir={tmp_path}/runs", *extra])
 
 
-def test_every_method_runs_and_reports(tiny, tmp_path):
-    results = [run(tiny(f"method={m}", "random.counts=[1,2,3]" if m == "random" else "seed=0"))
-               for m in ("single", "hard", "adashare", "random")]
-    for r in results:
-        assert set(r["metrics"]) == {"segmentation", "depth", "normals"}
-        assert 0 <= r["metrics"]["segmentation"]["miou"] <= 1 and r["params"] > 0
-    single, hard, ada, rand = results
-    assert single["params"] > hard["params"]  # three backbones vs one
-    assert rand["executed_blocks"] == {"segmentation": 1, "depth": 2, "normals": 3}
-    phases = [e["phase"] for e in ada["log"]]
-    assert phases[:4] == ["warmup", "search", "search", "select"] and phases[-1] == "train"
-    assert [e["learnable"] for e in ada["log"] if e["phase"] == "search"] == [1, 2]
-    assert len(ada["p_execute"]) == 3 and len(ada["policy"][0]) == 3
-    saved = json.loads((tmp_path / "runs" / "scenes-adashare-seed0" / "results.json").read_text())
-    assert saved["policy"] == ada["policy"]
+def test_hard_single_fixed_and_random_policies(tiny, tmp_path):
+    hard = train(tiny("name=hard"))
+    single = train(tiny("name=single", "data.args.tasks=[depth]"))
+    fixed = train(tiny("name=fixed", "method.policy=[[1,1,1],[1,0,0],[0,1,1]]"))
+    rand = train(tiny("name=random", f"method.random_like={tmp_path}/runs/fixed"))
+    for r in (hard, fixed, rand):
+        assert {"test_segmentation/miou", "test_depth/abs_err", "test_normals/mean_angle"} <= set(r)
+        assert 0 <= r["test_segmentation/miou"] <= 1 and r["test_depth/abs_err"] > 0
+    assert single["tasks"] == ["depth"] and "test_segmentation/miou" not in single
+    assert hard["executed_blocks"] == {"segmentation": 3, "depth": 3, "normals": 3}
+    assert fixed["executed_blocks"] == {"segmentation": 3, "depth": 1, "normals": 2}
+    assert rand["executed_blocks"] == fixed["executed_blocks"]
+    assert fixed["deployed_params"] == hard["deployed_params"]  # every block is still run by some task
+    weights = hard["task_weights"]  # balance: grad_norm in the recipe
+    assert len(set(np.round(list(weights.values()), 6))) == 3 and np.mean(list(weights.values())) > 0
+    rows = (tmp_path / "runs" / "hard" / "metrics.csv").read_text().splitlines()
+    assert "val/segmentation/miou" in rows[0] and "val/loss" in rows[0] and len(rows) == 2
+
+
+def test_adashare_searches_chooses_on_val_and_retrains(tiny, tmp_path):
+    result = train(tiny("name=ada", "method.name=adashare", *SEARCH))
+    record = json.loads((tmp_path / "runs" / "ada" / "search" / "policy.json").read_text())
+    assert record["select_on"] == "val" and len(record["candidates"]) == 3 == len(record["losses"])
+    assert record["chosen"] == record["candidates"][int(np.argmin(record["losses"]))] == result["policy"]
+    assert np.array(result["search_p_execute"]).shape == (3, 3)
+    search_rows = (tmp_path / "runs" / "ada" / "search" / "metrics.csv").read_text().splitlines()
+    assert len(search_rows) == 1 + 3  # warm-up, weights, policy epochs
+    assert "train/p_execute/depth/2" in search_rows[0]
+    # a second call of the finished run trains nothing again: the saved config holds the policy
+    saved = load_recipe(tmp_path / "runs" / "ada" / "config.yaml")
+    assert saved.method.policy == result["policy"]
     text = write_report(load_runs([tmp_path / "runs"]), tmp_path / "report")
-    assert "AdaShare" in text and "Δm" in text and (tmp_path / "report" / "policy_seed0.png").is_file()
+    assert "ada" in text and (tmp_path / "report" / "policy_ada_seed0.png").is_file()
 
 
-def test_config_errors():
-    with pytest.raises(LeannetError, match="valid: single, hard, random, adashare"):
-        load_config("recipes/multitask/scenes.yaml", ["method=magic"])
-    with pytest.raises(LeannetError, match="tasks must be distinct names"):
-        load_config("recipes/multitask/scenes.yaml", ["tasks=[segmentation,colour]"])
-    with pytest.raises(LeannetError, match="bad multitask config"):
-        load_config("recipes/multitask/scenes.yaml", ["optim.nope=1"])
+def test_search_resumes_exactly(tiny, tmp_path):
+    from leannet.train.callbacks import FailAfterEpoch
+
+    config = tiny("name=search", "method.name=adashare_search", "method.warmup_epochs=1", "method.search_epochs=1",
+                  "trainer.max_epochs=3", "schedule.name=constant")
+    full = train(config, run_dir=tmp_path / "full")
+    with pytest.raises(InterruptedError):
+        train(config, run_dir=tmp_path / "cut", callbacks=[FailAfterEpoch(2)])
+    resumed = resume(tmp_path / "cut")
+    assert np.allclose(resumed["p_execute"], full["p_execute"], atol=1e-6)
+    assert resumed["test_depth/abs_err"] == pytest.approx(full["test_depth/abs_err"], rel=1e-5)
 
 
-def test_compare_skips_published_runs_and_adds_a_seed(tiny, tmp_path, capsys):
-    from leannet.multitask.__main__ import compare
-
-    overrides = [*TINY, f"out_dir={tmp_path}/runs"]  # the tiny fixture points LEANNET_DATA at tmp_path
-    compare("recipes/multitask/scenes.yaml", overrides, [0], tmp_path / "out", ("hard",))
-    first = (tmp_path / "out" / "per_run" / "hard-seed0.json").read_text()
-    capsys.readouterr()
-    compare("recipes/multitask/scenes.yaml", overrides, [0, 1], tmp_path / "out", ("hard",))
-    out = capsys.readouterr().out
-    assert "hard seed 0: done" in out and "hard seed 1: done" not in out
-    assert (tmp_path / "out" / "per_run" / "hard-seed0.json").read_text() == first  # not trained again
-    assert json.loads((tmp_path / "out" / "per_run" / "hard-seed1.json").read_text())["seed"] == 1
-
-
-def test_a_second_run_with_the_same_name_keeps_the_first(tiny, tmp_path):
-    first = run(tiny("method=hard"))
-    second = run(tiny("method=hard"))
-    assert first["run_dir"] == str(tmp_path / "runs" / "scenes-hard-seed0")
-    assert second["run_dir"] == str(tmp_path / "runs" / "scenes-hard-seed0-2")
-    assert json.loads((tmp_path / "runs" / "scenes-hard-seed0" / "results.json").read_text())["seconds"] == \
-        first["seconds"]
+def test_adashare_under_ddp(tmp_path):
+    """Two CPU processes (gloo), plain `ddp`: the search (whose logits or weights get no gradient in some
+    epochs) switches to finding unused parameters; search and re-train land in one run directory."""
+    argv = [sys.executable, "-m", "leannet.cli", "train", "multitask/scenes", *TINY, "data.args.train_count=80",
+            "data.batch_size=10", f"out_dir={tmp_path}", "name=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+            "trainer.strategy=ddp", "trainer.threads=1", "method.name=adashare", *SEARCH]
+    env = dict(os.environ, PYTHONPATH=str(REPO), LEANNET_DATA=str(tmp_path / "data"))
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.parent for p in tmp_path.rglob("results.json")) == [tmp_path / "ddp", tmp_path / "ddp" / "search"]
+    chosen = json.loads((tmp_path / "ddp" / "search" / "policy.json").read_text())["chosen"]
+    assert load_recipe(tmp_path / "ddp" / "config.yaml").method.policy == chosen
 
 
-def test_value_errors_and_report_inputs(tmp_path):
-    with pytest.raises(LeannetError, match="epochs must be >= 1, got 0; set e.g. epochs=10"):
-        load_config("recipes/multitask/scenes.yaml", ["epochs=0"])
-    with pytest.raises(LeannetError, match="optim.lr must be >= 0"):
-        load_config("multitask/scenes", ["optim.lr=-1"])
-    (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(LeannetError, match="bad.json is not valid JSON"):
-        load_runs([tmp_path / "bad.json"])
+def test_multitask_cli_and_alias(tiny, tmp_path, capsys):
+    overrides = [*TINY, f"out_dir={tmp_path}/runs", "name=cli"]
+    assert leannet_main(["multitask", "run", "multitask/scenes", *overrides]) == 0
+    assert leannet_main(["multitask", "report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "table.md").is_file()
+    assert leannet_main(["multitask", "compare", "recipes/multitask/scenes.yaml"]) == 2
+    assert "leannet suite multitask/suite_scenes" in capsys.readouterr().err
+
+
+def test_bad_multitask_settings_are_one_line_errors(tiny, tmp_path):
+    with pytest.raises(LeannetError, match="needs model.name=adashare_resnet|dense multi-task data"):
+        train(tiny("model.name=resnet8"))
+    with pytest.raises(LeannetError, match="method.policy must be 3 rows"):
+        train(tiny("method.policy=[[1,1]]"))
+    with pytest.raises(LeannetError, match="valid: none, grad_norm"):
+        train(tiny("method.balance=magic"))
+    with pytest.raises(LeannetError, match="not tasks of the data"):
+        train(tiny("method.task_weights={edges: 2.0}"))
+    with pytest.raises(LeannetError, match="cannot read the executed blocks"):
+        train(tiny(f"method.random_like={tmp_path}/nowhere"))
+    with pytest.raises(LeannetError, match="set data.val_size > 0"):
+        train(tiny("data.val_size=0", "method.name=adashare", *SEARCH))
+    with pytest.raises(LeannetError, match="data.args.tasks"):
+        train(tiny("data.args.tasks=[colour]"))
+
+
+@DATASETS.register("conflict_scenes")
+def conflict_scenes(root, train, size=16, train_count=400, test_count=100, scene_seed=0, tasks=()):
+    """Scenes with two tasks: segmentation, and in the depth slot the image's grey level, a pixel-level
+    target that the segmentation-tuned last blocks destroy (a task known to conflict with segmentation there)."""
+    s = scenes_tasks(root, train, size=size, train_count=train_count, test_count=test_count,
+                     scene_seed=scene_seed, tasks=("segmentation",))
+    grey = s.images.float().mean(1) / 255 + 0.5
+    return TaskSplit(s.images, {"segmentation": s.targets["segmentation"], "depth": grey},
+                     {"segmentation": s.channels["segmentation"], "depth": 1})
+
+
+@pytest.mark.parametrize("sharing", [0.0, 0.05])
+def test_search_makes_the_conflicting_tasks_last_block_private(sharing, tmp_path, monkeypatch):
+    """With λ_sh = 0 the search keeps executing the last block for segmentation and learns to skip it for
+    the grey-level task: p(execute) separates by > 0.3. With the paper's λ_sh = 0.05 the sharing loss (under
+    Adam, its constant L1 gradient outweighs the task losses') keeps the two tasks' logits tied."""
+    monkeypatch.setenv("LEANNET_DATA", str(tmp_path / "data"))
+    torch.manual_seed(0)
+    config = load_recipe("multitask/scenes", [
+        "data.name=conflict_scenes", "data.args.size=16", "data.args.train_count=400", "data.args.test_count=100",
+        "data.val_size=0", "data.batch_size=20", "model.args.widths=[8,16,16]", "trainer.progress=none",
+        f"out_dir={tmp_path}/runs", "method.name=adashare_search", "method.warmup_epochs=2", "method.search_epochs=12",
+        "method.sparsity=0.01", f"method.sharing={sharing}", "method.balance=none", "method.policy_lr=0.05",
+        "trainer.max_epochs=26", "schedule.name=constant", "seed=0"])
+    p = np.array(train(config)["p_execute"])
+    if sharing == 0:
+        assert p[0, -1] - p[1, -1] > 0.3, np.round(p, 2)
+    else:
+        assert np.abs(p[0] - p[1]).max() < 0.05, np.round(p, 2)
