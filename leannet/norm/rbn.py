@@ -159,14 +159,14 @@ class FusedRBN(torch.autograd.Function):
             if g_v is not None:
                 scale = scale + g_v * (2 / size)
             if need[1]:
-                grads[1] = torch.addcmul(torch.linalg.vecdot(gk, d, dim=0) * r, t["a"] * t["between"], g_var2,
+                grads[1] = torch.addcmul((gk * d).sum(0) * r, t["a"] * t["between"], g_var2,
                                          value=n)
             if need[2]:
-                grads[2] = torch.linalg.vecdot(gz, k, dim=0)
+                grads[2] = (gz * k).sum(0)
             if need[3]:
                 grads[3] = gz.sum(0)
             if weight is not None and need[4]:
-                grads[4] = torch.linalg.vecdot(s, q, dim=0)
+                grads[4] = (s * q).sum(0)
             if bias is not None and need[5]:
                 grads[5] = s1.sum(0)
         if need[0]:
