@@ -76,17 +76,19 @@ def _calibration(
 
 def _terms(m: Tensor, v: Tensor, wm: Tensor, wv: Tensor, wb: Tensor, weight: Tensor | None, eps: float) -> dict:
     """The N×C and C quantities of :class:`FusedRBN` from the instance moments m, v (few operations)."""
-    d = m - m.mean(0)  # D: K(X) around its batch mean
+    mean_m = m.mean(0)
+    d = m - mean_m  # D: K(X) around its batch mean
     between = (d * d).mean(0)
     a = 1 + wm
-    var = torch.addcmul(v.mean(0), a * a, between)  # σ² of X_cm (law of total variance)
+    a2 = a * a
+    var = torch.addcmul(v.mean(0), a2, between)  # σ² of X_cm (law of total variance)
     r = torch.rsqrt(var + eps)
     ar = a * r
     k = d * ar  # K(X_s)
     s = torch.sigmoid(torch.addcmul(wb, wv, k))
     gamma_s = s if weight is None else s * weight
-    return {"d": d, "between": between, "a": a, "var": var, "r": r, "ar": ar, "k": k, "s": s, "gamma_s": gamma_s,
-            "gain": gamma_s * r}
+    return {"mean_m": mean_m, "d": d, "between": between, "a": a, "a2": a2, "var": var, "r": r, "ar": ar, "k": k,
+            "s": s, "gamma_s": gamma_s, "gain": gamma_s * r}
 
 
 class FusedRBN(torch.autograd.Function):
@@ -97,58 +99,80 @@ class FusedRBN(torch.autograd.Function):
     a = 1 + w_m, D = m − mean_n(m), r = 1/sqrt(σ² + ε), k = a·D·r and s = sigmoid(w_v·k + w_b),
     Y = γ·s·(r·X̂ + k) + β. The backward needs S1 = Σ_hw G and S2 = Σ_hw G·X̂ only; then
     ∂X = γ·s·r·G + ∂m/(HW) + 2·X̂·∂v/(HW), where ∂m and ∂v follow from the chain rule on N×C tensors.
+
+    Full-size passes: forward Σ X, (X − m)² (one fused elementwise pass), its sum, Y; backward Σ G,
+    G·X, its sum, ∂X (two passes). Each direction allocates one N×C×H×W buffer (reused for the
+    temporary and the result), as BatchNorm does; the N×C arithmetic is kept to few operations,
+    since at small spatial sizes their per-call overhead is what costs.
     """
 
     @staticmethod
     def forward(ctx, x, wm, wv, wb, weight, bias, eps):  # noqa: ANN001, ANN205
-        size = x.shape[2] * x.shape[3]
-        m = x.sum(dim=(2, 3)) / size
-        v = (x - m[:, :, None, None]).square_().sum(dim=(2, 3)) / size  # two passes: no cancellation
+        n, c = x.shape[0], x.shape[1]
+        m = x.mean(dim=(2, 3))
+        # (X − m)² in one elementwise pass (mse_loss fuses the subtraction and the square), into the
+        # buffer that then holds Y: a fresh large allocation costs more than a pass
+        out = nn.functional.mse_loss(x, m.view(n, c, 1, 1).expand_as(x), reduction="none")
+        v = out.mean(dim=(2, 3))  # two passes (mean, then squares around it): no cancellation
         t = _terms(m, v, wm, wv, wb, weight, eps)
-        shift = t["gamma_s"] * t["k"] if bias is None else torch.addcmul(bias, t["gamma_s"], t["k"])
-        shift = torch.addcmul(shift, t["gain"], m, value=-1)
+        gamma_s, gain = t["gamma_s"], t["gain"]
+        shift = gamma_s * t["k"] if bias is None else torch.addcmul(bias, gamma_s, t["k"])
+        shift = torch.addcmul(shift, gain, m, value=-1)
         ctx.eps, ctx.terms = eps, t
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, m, v, wm, wv, wb, weight, bias)
-        mu, var = t["a"] * (m - t["d"])[0], t["var"]
+        mu, var = t["a"] * t["mean_m"], t["var"]
         ctx.mark_non_differentiable(mu, var)
-        return torch.addcmul(shift[:, :, None, None], x, t["gain"][:, :, None, None]), m, v, mu, var
+        return torch.addcmul(shift.view(n, c, 1, 1), x, gain.view(n, c, 1, 1), out=out), m, v, mu, var
 
     @staticmethod
     def backward(ctx, g, g_m, g_v, _mu, _var):  # noqa: ANN001, ANN205
         x, m, v, wm, wv, wb, weight, bias = ctx.saved_tensors
         # double backward differentiates this function: then recompute the terms from m and v (outputs)
-        t = _terms(m, v, wm, wv, wb, weight, ctx.eps) if torch.is_grad_enabled() else ctx.terms
-        n, size = x.shape[0], x.shape[2] * x.shape[3]
+        differentiable = torch.is_grad_enabled()
+        t = _terms(m, v, wm, wv, wb, weight, ctx.eps) if differentiable else ctx.terms
+        n, c, size = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
         d, r, k, s, gamma_s, gain = t["d"], t["r"], t["k"], t["s"], t["gamma_s"], t["gain"]
+        need = ctx.needs_input_grad
         grads: list[Tensor | None] = [None] * 7
+        buf = None
         if g is None:
             dm = torch.zeros_like(m) if g_m is None else g_m
             scale = 2 * (torch.zeros_like(v) if g_v is None else g_v) / size
         else:
             s1 = g.sum(dim=(2, 3))
-            s2 = torch.addcmul((g * x).sum(dim=(2, 3)), m, s1, value=-1)  # Σ G·X̂
+            gx = g * x if differentiable else torch.mul(g, x, out=torch.empty_like(x))
+            s2 = torch.addcmul(gx.sum(dim=(2, 3)), m, s1, value=-1)  # Σ G·X̂
+            buf = None if differentiable else gx  # reused for ∂X
             q = torch.addcmul(r * s2, k, s1)  # ∂L/∂(γ·s)
             gz = gamma_s * q
             gz = torch.addcmul(gz, gz, s, value=-1)  # ∂L/∂z = γ·q·s·(1 − s), z = w_v·k + w_b
             gk = torch.addcmul(gamma_s * s1, gz, wv)
-            g_var = torch.addcmul(gamma_s * s2, gk, d * t["a"]).sum(0) * (-0.5 * r / (t["var"] + ctx.eps))
-            gd = torch.addcmul(gk * t["ar"], d, g_var * t["a"].square() * (2 / n))
+            # ∂L/∂σ² = −r³/2 · Σ_n (γ·s·S2 + ∂k·D·a) = −r²/2 · Σ_n (gain·S2 + ∂k·k), as k = a·D·r
+            g_var = torch.addcmul(gk * k, gain, s2).sum(0) * (r * r * -0.5)
+            g_var2 = g_var * (2 / n)
+            gd = torch.addcmul(gk * t["ar"], d, g_var2 * t["a2"])
             dm = torch.addcmul(gd - gd.mean(0), gain, s1, value=-1)
-            scale = (g_var * (2 / (n * size))).expand_as(m)
+            scale = g_var2 / size  # per channel: ∂X gets 2·X̂·∂v/(HW) with ∂v = ∂σ²/N
             if g_m is not None:
                 dm = dm + g_m
             if g_v is not None:
                 scale = scale + g_v * (2 / size)
-            grads[1] = torch.addcmul((gk * d * r).sum(0), 2 * t["a"] * t["between"], g_var)
-            grads[2], grads[3] = (gz * k).sum(0), gz.sum(0)
-            if weight is not None:
+            if need[1]:
+                grads[1] = torch.addcmul((gk * d).sum(0) * r, t["a"] * t["between"], g_var2,
+                                         value=n)
+            if need[2]:
+                grads[2] = (gz * k).sum(0)
+            if need[3]:
+                grads[3] = gz.sum(0)
+            if weight is not None and need[4]:
                 grads[4] = (s * q).sum(0)
-            if bias is not None:
+            if bias is not None and need[5]:
                 grads[5] = s1.sum(0)
-        offset = torch.addcmul(dm / size, m, scale, value=-1)
-        dx = torch.addcmul(offset[:, :, None, None], x, scale[:, :, None, None])
-        grads[0] = dx if g is None else dx.addcmul_(g, gain[:, :, None, None])
+        if need[0]:
+            offset = torch.addcmul(dm / size, m, scale, value=-1)
+            dx = torch.addcmul(offset.view(n, c, 1, 1), x, scale.view(-1, c, 1, 1), out=buf)
+            grads[0] = dx if g is None else dx.addcmul_(g, gain.view(n, c, 1, 1))
         return tuple(grads)
 
 
