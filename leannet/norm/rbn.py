@@ -53,27 +53,6 @@ class InstanceMoments(torch.autograd.Function):
         return torch.addcmul(offset[:, :, None, None], x, scale[:, :, None, None])
 
 
-def _calibration(
-    m: Tensor, v: Tensor, wm: Tensor, wv: Tensor, wb: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per-(instance, channel) gain and shift of Y = gain·X + shift from the instance moments m, v (N×C).
-
-    Also returns the batch mean μ and variance σ² of X_cm (C), for the running statistics.
-    """
-    mean_k = m.mean(0)
-    mu = (1 + wm) * mean_k
-    var = v.mean(0) + (1 + wm).square() * (m - mean_k).square().mean(0)
-    inv_std = torch.rsqrt(var + eps)
-    k_s = ((1 + wm) * m - mu) * inv_std  # K(X_s)
-    gain = torch.sigmoid(wv * k_s + wb) * inv_std
-    if weight is not None:
-        gain = gain * weight
-    shift = gain * (wm * m - mu)
-    if bias is not None:
-        shift = shift + bias
-    return gain, shift, mu, var
-
-
 def _terms(m: Tensor, v: Tensor, wm: Tensor, wv: Tensor, wb: Tensor, weight: Tensor | None, eps: float) -> dict:
     """The N×C and C quantities of :class:`FusedRBN` from the instance moments m, v (few operations)."""
     mean_m = m.mean(0)
