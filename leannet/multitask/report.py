@@ -70,7 +70,8 @@ def _merge_single(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per variant: mean ± std over seeds of every metric, Δm (vs the single-task mean over seeds) and its
-    per-seed values, the paired difference of Δm against hard sharing, params and executed blocks."""
+    per-seed values, the paired difference of Δm against hard sharing, params and executed blocks; for
+    searched policies, the range of p(execute) and its largest spread across tasks (max over blocks)."""
     runs = _merge_single(runs)
     single = [r for r in runs if r["variant"] == SINGLE]
     baseline = ({t: {m: float(np.mean([r["metrics"][t][m] for r in single])) for m in v}
@@ -92,6 +93,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         row["avg_executed_blocks"] = _ms([float(np.mean(list(r["executed_blocks"].values()))) for r in group])
         row["num_blocks"] = group[0]["num_blocks"]
         row["seconds"] = _ms([r["train_seconds"] for r in group])
+        searched = [np.array(r["search_p_execute"]) for r in group if r.get("search_p_execute")]
+        if searched:  # how far the tasks' policies moved apart: max over blocks of the spread across tasks
+            row["p_execute_spread"] = _ms([float((p.max(0) - p.min(0)).max()) for p in searched])
+            row["p_execute_range"] = [float(min(p.min() for p in searched)), float(max(p.max() for p in searched))]
         out[variant] = row
     reference = out.get(REFERENCE, {}).get("delta_m_per_seed")
     for variant, row in out.items():
@@ -100,7 +105,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             diffs = [d - ref[s] for s, d in zip(row["seeds"], row["delta_m_per_seed"], strict=True) if s in ref]
             if diffs:
                 row["vs_hard"] = _ms(diffs)
-                row["vs_hard_wins"] = [sum(d > 0 for d in diffs), len(diffs)]
+                row["vs_hard_wins"] = [sum(d > 0 for d in diffs), len(diffs), sum(d == 0 for d in diffs)]
     return out
 
 
@@ -132,18 +137,28 @@ def markdown(summary: dict[str, Any]) -> str:
                 lines.append(f"| {v} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["| variant | Δm % ↑ | Δm − Δm(hard), paired | " + " | ".join(f"Δ {t} %" for t in tasks)
-              + " | params | avg executed blocks / task | train s | seeds |",
-              "|---" * (len(tasks) + 7) + "|"]
+              + " | params | avg executed blocks / task | p(execute): range, spread across tasks | train s | seeds |",
+              "|---" * (len(tasks) + 8) + "|"]
     for v in variants:
         row = summary[v]
         deltas = [_pm(row[f"delta/{t}"], 2) if f"delta/{t}" in row else "–" for t in tasks]
-        paired = (f"{_pm(row['vs_hard'], 2)} ({row['vs_hard_wins'][0]}/{row['vs_hard_wins'][1]} seeds better)"
-                  if "vs_hard" in row else "–")
+        if "vs_hard" in row:
+            better, n, ties = row["vs_hard_wins"]
+            paired = f"{_pm(row['vs_hard'], 2)} ({better}/{n} seeds better" + (f", {ties} equal)" if ties else ")")
+        else:
+            paired = "–"
         lines.append(f"| {v} | {_pm(row['delta_m'], 2) if 'delta_m' in row else '–'} | {paired} | "
                      + " | ".join(deltas)
                      + f" | {row['params'][0]:,.0f} | {row['avg_executed_blocks'][0]:.2f} / {row['num_blocks']}"
-                     + f" | {row['seconds'][0]:.0f} | {', '.join(map(str, row['seeds']))} |")
+                     + f" | {_policy_cell(row)} | {row['seconds'][0]:.0f} | {', '.join(map(str, row['seeds']))} |")
     return "\n".join(lines) + "\n"
+
+
+def _policy_cell(row: dict[str, Any]) -> str:
+    if "p_execute_spread" not in row:
+        return "–"
+    low, high = row["p_execute_range"]
+    return f"{low:.2f}–{high:.2f}, {_pm(row['p_execute_spread'], 3)}"
 
 
 def _fmt(ms: list[float], metric: str) -> str:
@@ -165,7 +180,7 @@ def plot_policy(run: dict[str, Any], path: Path) -> Path:
 
     p = np.array(run["search_p_execute"])
     chosen = np.array(run["policy"])
-    fig, ax = plt.subplots(figsize=(0.55 * p.shape[1] + 2, 0.55 * p.shape[0] + 1.2))
+    fig, ax = plt.subplots(figsize=(0.55 * p.shape[1] + 3, 0.55 * p.shape[0] + 1.4))
     im = ax.imshow(p, cmap="Blues", vmin=0, vmax=1)
     for (t, l), value in np.ndenumerate(p):
         mark = "✓" if chosen[t, l] else "·"
@@ -174,7 +189,7 @@ def plot_policy(run: dict[str, Any], path: Path) -> Path:
     ax.set_yticks(range(len(run["tasks"])), run["tasks"])
     ax.set_xticks(range(p.shape[1]), [str(l + 1) for l in range(p.shape[1])])
     ax.set_xlabel("block")
-    ax.set_title(f"{run['variant']} policy (seed {run['seed']}): p(execute), ✓ = executed", fontsize=9)
+    ax.set_title(f"{run['variant']}, seed {run['seed']}\np(execute) after the search, ✓ = executed", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
