@@ -77,7 +77,8 @@ class Method(nn.Module):
     def extra_optimizers(self) -> dict[str, Any]:
         """Optimizers the method builds for parameters of its own (e.g. AdaShare's policy logits with
         Adam); the recipe's `optim:` then trains every other parameter. With any, a batch steps the one
-        named in its output's `"optimizer"` entry ("" or absent: the recipe's, which alone has the schedule)."""
+        named in its output's `"optimizer"` entry ("" or absent: the recipe's, which alone has the schedule).
+        Every call must return the same optimizer objects (build them once): the trainer asks more than once."""
         return {}
 
     def after_step(self) -> None:

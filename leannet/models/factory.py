@@ -96,7 +96,7 @@ def build_model(
     if width <= 0:
         raise LeannetError(f"width must be > 0; got {width}")
     NORMS.get(norm)  # fail on an unknown norm before building anything
-    if tasks and ":" in name:
+    if tasks and (":" in name or "tasks" not in inspect.signature(_resolve(name)).parameters):
         raise LeannetError(f"model '{name}' is a classifier; dense multi-task data ({', '.join(tasks)}) needs a "
                            "multi-task model such as adashare_resnet")
     if ":" in name:
@@ -105,9 +105,6 @@ def build_model(
     params = inspect.signature(factory).parameters
     if image_size is not None and "image_size" in params:
         kwargs["image_size"] = image_size
-    if tasks and "tasks" not in params:
-        raise LeannetError(f"model '{name}' is a classifier; dense multi-task data ({', '.join(tasks)}) needs a "
-                           "multi-task model such as adashare_resnet")
     if tasks:
         kwargs["tasks"] = tasks
     unknown = sorted(set(kwargs) - set(params))

@@ -231,10 +231,15 @@ class AdaShareSearch(MultiTask):
         model.policy_logits.requires_grad_(True)
         self._policy_optimizer: torch.optim.Optimizer | None = None
 
+    @staticmethod
+    def length(warmup_epochs: int, search_epochs: int) -> int:
+        """The epochs a search takes (its run's trainer.max_epochs): warm-up, then a weight and a policy
+        epoch per search epoch."""
+        return warmup_epochs + 2 * search_epochs
+
     @property
     def epochs(self) -> int:
-        """The epochs the search takes (the run's trainer.max_epochs)."""
-        return self.warmup_epochs + 2 * self.search_epochs
+        return self.length(self.warmup_epochs, self.search_epochs)
 
     def tau(self, search_epoch: int) -> float:
         if self.tau_final is None:
@@ -325,6 +330,7 @@ class AdaShare(MultiTask):
                  policy_lr: float = 0.01, policy_weight_decay: float = 5e-4, init_noise: float = 0.01,
                  split_seed: int = 0, task_weights: dict | None = None, balance: str = "none",
                  balance_batches: int = 4, search_p_execute: list | None = None) -> None:
+        # the search keys are accepted (so a recipe is validated whole) and read by prepare(), not here
         super().__init__(model, num_classes, policy=policy, task_weights=task_weights, balance=balance,
                          balance_batches=balance_batches)
         self.search_p_execute = search_p_execute
@@ -361,8 +367,8 @@ def search_policy(config: DictConfig, stage: Path) -> tuple[list[list[int]], lis
     search = {"name": "adashare_search", **{k: method[k] for k in (*SEARCH_KEYS, "task_weights", "balance",
                                                                    "balance_batches") if k in method}}
     first = to_dict(config)
-    probe = AdaShareSearch.__init__.__kwdefaults__ | search
-    epochs = probe["warmup_epochs"] + 2 * probe["search_epochs"]
+    keys = AdaShareSearch.__init__.__kwdefaults__ | search
+    epochs = AdaShareSearch.length(keys["warmup_epochs"], keys["search_epochs"])
     first.update(name=f"{config.name}_search", method=search)
     first["trainer"] = {**first["trainer"], "max_epochs": epochs}
     first["schedule"] = {**first["schedule"], "name": "constant", "warmup_epochs": 0}
@@ -408,4 +414,4 @@ def policy_loss(method: MultiTask, loader: Iterable, execute: Tensor) -> float:
         loss, _ = method.task_loss(method.model(x, u), targets)
         total += float(loss) * len(x)
         count += len(x)
-    return total / max(count, 1) if count else math.nan
+    return total / count if count else math.nan

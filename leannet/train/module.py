@@ -47,13 +47,15 @@ class LeanModule(L.LightningModule):
         self.channels_last = channels_last
         classes = method.num_classes
         self.eval_acc = torch.nn.ModuleDict()
-        own = method.eval_metrics()
-        self.own_metrics = torch.nn.ModuleDict(
-            {stage: torch.nn.ModuleDict({k: copy.deepcopy(m) for k, m in own.items()}) for stage in ("val", "test")}
-        ) if own is not None else None
         self.extra_names = list(method.extra_optimizers())
         self.automatic_optimization = not self.extra_names
-        for stage in ("val", "test") if own is None else ():
+        own = method.eval_metrics()
+        self.own_metrics = None
+        if own is not None:
+            fresh = {stage: {k: copy.deepcopy(m) for k, m in own.items()} for stage in ("val", "test")}
+            self.own_metrics = torch.nn.ModuleDict({stage: torch.nn.ModuleDict(m) for stage, m in fresh.items()})
+            return
+        for stage in ("val", "test"):
             self.eval_acc[f"{stage}_acc"] = MulticlassAccuracy(classes, average="micro")
             if classes > 10:
                 self.eval_acc[f"{stage}_top5"] = MulticlassAccuracy(classes, top_k=5, average="micro")

@@ -94,7 +94,7 @@ def test_adashare_under_ddp(tmp_path):
     assert load_recipe(tmp_path / "ddp" / "config.yaml").method.policy == chosen
 
 
-def test_multitask_cli_and_alias(tiny, tmp_path, capsys):
+def test_multitask_cli_run_report_and_what_replaced_compare(tiny, tmp_path, capsys):
     overrides = [*TINY, f"out_dir={tmp_path}/runs", "name=cli"]
     assert leannet_main(["multitask", "run", "multitask/scenes", *overrides]) == 0
     assert leannet_main(["multitask", "report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
