@@ -82,7 +82,9 @@ def epoch_metrics(run_dir: str | Path) -> list[dict[str, float]]:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write `payload` as indented JSON, atomically (a temporary file renamed over `path`)."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    """Write `payload` as indented JSON, atomically: a temporary file of this writer's own, renamed over `path`
+    (so processes writing the same file at once, e.g. DDP ranks, never rename each other's file away)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)

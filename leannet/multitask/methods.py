@@ -38,6 +38,7 @@ from leannet.multitask.adashare import (
 )
 from leannet.multitask.heads import task_specs
 from leannet.multitask.metrics import task_metric
+from leannet.runio import write_json
 
 BALANCING = ("none", "grad_norm")
 
@@ -395,11 +396,9 @@ def search_policy(config: DictConfig, stage: Path) -> tuple[list[list[int]], lis
     best = min(range(len(candidates)), key=losses.__getitem__)
     chosen = candidates[best].int().tolist()
     stage.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_suffix(".json.partial")
-    tmp.write_text(json.dumps({"tasks": searcher.tasks, "chosen": chosen, "chosen_index": best,
-                               "candidates": [c.int().tolist() for c in candidates], "losses": losses,
-                               "select_on": select_on, "p_execute": execute_probability(logits).tolist()}, indent=1))
-    tmp.replace(record)
+    write_json(record, {"tasks": searcher.tasks, "chosen": chosen, "chosen_index": best,
+                        "candidates": [c.int().tolist() for c in candidates], "losses": losses,
+                        "select_on": select_on, "p_execute": execute_probability(logits).tolist()})
     print(f"adashare stage 2/2: policy {chosen} (loss {losses[best]:.4f} on {select_on}); re-training", flush=True)
     return chosen, execute_probability(logits).tolist()
 
