@@ -3,12 +3,14 @@ dataset ``nmnist`` (loaders, errors, fetch) and a training run of its recipe."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from leannet.cli import main
 from leannet.data import Split, build_loaders, fetch
 from leannet.data.base import load_split
 from leannet.errors import LeannetError
@@ -68,6 +70,9 @@ def test_nmnist_folder(tmp_path):
 
 
 # ---- the registered dataset `nmnist`: a tiny folder in the real binary format ----
+
+REPO = Path(__file__).resolve().parents[2]
+
 
 def write_nmnist(root: Path, digits: dict[str, list[int]], seed: int = 0) -> dict[Path, dict[str, np.ndarray]]:
     """``root/NMNIST/<split>/<digit>/<i>.bin`` for every digit listed per split (one file per entry)."""
@@ -182,3 +187,16 @@ def test_fetch_nmnist_downloads_each_missing_split_or_says_how(tmp_path, monkeyp
     assert load_split("nmnist", tmp_path, False).labels.tolist() == [6]
     assert sorted(p.name for p in folder.iterdir()) == ["Test", "Train"]
 
+
+def test_nmnist_recipe_trains_end_to_end(tmp_path):
+    write_nmnist(tmp_path / "data", {"Train": [0, 1, 2, 3, 4, 5, 6, 7], "Test": [0, 1, 2, 3]})
+    code = main(["train", str(REPO / "recipes" / "spiking" / "nmnist.yaml"), f"data.root={tmp_path / 'data'}",
+                 f"out_dir={tmp_path / 'runs'}", "name=nm", "data.args.steps=4", "data.batch_size=4",
+                 "data.eval_batch_size=4", "model.name=snn_4C5-P2", "trainer.max_epochs=1", "trainer.threads=1",
+                 "trainer.progress=none", "trainer.accelerator=cpu"])
+    assert code == 0
+    run = tmp_path / "runs" / "nm"
+    results = json.loads((run / "results.json").read_text())
+    assert results["epochs"] == 1 and 0.0 <= results["test_acc"] <= 1.0
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "train/firing_rate" in header and "train/loss" in header
