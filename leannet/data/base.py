@@ -19,6 +19,10 @@ class Split:
 
     ``mean``/``std`` are the dataset's published per-channel statistics (on the 0..1 scale), or
     ``None`` when they must be computed from the training split.
+
+    Event data (``steps`` > 0): each sample is a sequence of ``steps`` frames of C/steps channels,
+    packed frame after frame into the C channels (frame t, channel k at index t·C/steps + k); the
+    statistics are per frame channel and loaders yield [B, steps, C/steps, H, W].
     """
 
     images: torch.Tensor  # uint8 N×C×H×W
@@ -26,11 +30,14 @@ class Split:
     class_names: list[str]
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    steps: int = 0  # time steps packed into the channels; 0 = still images
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError(f"images must be uint8 N×C×H×W, got {self.images.dtype} "
                              f"{tuple(self.images.shape)}")
+        if self.steps < 0 or (self.steps and self.images.shape[1] % self.steps):
+            raise ValueError(f"steps={self.steps} must be 0 or divide the {self.images.shape[1]} channels")
         if self.labels.dtype != torch.int64 or self.labels.shape != self.images.shape[:1]:
             raise ValueError(f"labels must be int64 of length {len(self.images)}, got {self.labels.dtype} "
                              f"{tuple(self.labels.shape)}")
@@ -40,12 +47,20 @@ class Split:
 
     def subset(self, indices: torch.Tensor) -> Split:
         """The images and labels at ``indices``, with the same class names and statistics."""
-        return Split(self.images[indices], self.labels[indices], self.class_names, self.mean, self.std)
+        return Split(self.images[indices], self.labels[indices], self.class_names, self.mean, self.std, self.steps)
+
+    def frame_channels(self) -> int:
+        """Channels of one frame: C/steps for event data, C for still images."""
+        return self.images.shape[1] // (self.steps or 1)
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a model and a normaliser need to know about a dataset."""
+    """What a model and a normaliser need to know about a dataset.
+
+    ``in_channels`` and the statistics are those of one frame; ``steps`` > 0 marks event data, whose
+    batches are [B, steps, in_channels, H, W].
+    """
 
     num_classes: int
     in_channels: int
@@ -54,16 +69,18 @@ class DatasetInfo:
     std: tuple[float, ...]
     class_names: list[str] = field(default_factory=list)
     tasks: dict[str, int] = field(default_factory=dict)  # dense data: task → output channels of its head
+    steps: int = 0
 
     @classmethod
     def from_split(cls, train: Split) -> DatasetInfo:
         """Describe a dataset from its training split; missing statistics are computed from it."""
+        _, _, h, w = train.images.shape
+        c = train.frame_channels()
         if train.mean is not None and train.std is not None:
             mean, std = train.mean, train.std
         else:
-            mean, std = channel_stats(train.images)
-        _, c, h, w = train.images.shape
-        return cls(len(train.class_names), c, (h, w), mean, std, list(train.class_names))
+            mean, std = channel_stats(train.images.reshape(-1, c, h, w))
+        return cls(len(train.class_names), c, (h, w), mean, std, list(train.class_names), steps=train.steps)
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -96,6 +96,7 @@ def build_loaders(
 
     The validation set is carved from the training split with a fixed seed; ``few_shot`` then keeps
     that many training images per class. Normalisation statistics come from the full training split.
+    Event data (``Split.steps`` > 0) is batched as [B, T, C, H, W] frames, without augmentation.
     ``val_on_test`` (with ``val_size=0``) evaluates the test set every epoch in the validation slot, so
     "best" becomes the best test epoch: the protocol of papers that report it (e.g. TSSL-BP), an
     optimistic number to be labelled so. ``num_workers`` only applies to ``loader="torch"``.
@@ -117,6 +118,9 @@ def build_loaders(
             raise LeannetError(f"dataset '{name}' is dense (one target map per task): it supports neither "
                                "data.few_shot nor augmentation nor data.loader=torch; set data.augment=none")
         return dense_loaders(train, test, batch_size, eval_batch_size, val_size, val_on_test, seed, channels_last)
+    if train.steps and (augment != "none" or loader != "tensor"):
+        raise LeannetError(f"dataset '{name}' holds event frames ([B, T, C, H, W]): it supports neither "
+                           "augmentation nor data.loader=torch; set data.augment=none")
     info = DatasetInfo.from_split(train)
     train, val = carve_val(train, val_size)
     if few_shot is not None:
@@ -129,7 +133,7 @@ def build_loaders(
         common = dict(shuffle=train_mode, augment=augment if train_mode else "none", mean=info.mean,
                       std=info.std, seed=seed, drop_last=drop_last, channels_last=channels_last)
         if loader == "tensor":
-            return TensorLoader(split.images, split.labels, size, **common)
+            return TensorLoader(split.images, split.labels, size, steps=split.steps, **common)
         return torch_loader(split, size, num_workers=num_workers, **common)
 
     test_loader = make(test, False)

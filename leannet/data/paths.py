@@ -13,6 +13,13 @@ from leannet.errors import LeannetError
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian package ``dataset-fashion-mnist`` installs the gzip files."""
 
+NMNIST_PAGE = "https://www.garrickorchard.com/datasets/n-mnist"
+NMNIST_FILES = "https://data.mendeley.com/public-files/datasets/468j46mzdv/files/"  # doi:10.17632/468j46mzdv.1
+NMNIST_ARCHIVES = {  # split folder → (file id at NMNIST_FILES, md5 of <split>.zip)
+    "Train": ("39c25547-014b-4137-a934-9d29fa53c7a0/file_downloaded", "20959b8e626244a1b502305a9e6e2031"),
+    "Test": ("05a4d654-7e03-4c15-bdfa-9bb2bcbea494/file_downloaded", "69ca8762b2fe404d9b9bad1103e97832"),
+}
+
 IDX_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -77,6 +84,48 @@ def _gunzip(source: Path, target: Path) -> None:
     partial.replace(target)
 
 
+def nmnist_folder(root: Path) -> Path:
+    """The folder holding N-MNIST's unzipped ``Train/`` and ``Test/`` (``<digit>/<id>.bin`` inside)."""
+    return Path(root) / "NMNIST"
+
+
+def nmnist_how_to(folder: Path) -> str:
+    """How to get N-MNIST into ``folder`` by hand (the end of every missing-data message)."""
+    return (f"download Train.zip and Test.zip from {NMNIST_PAGE} (Mendeley Data doi:10.17632/468j46mzdv.1) "
+            f"and unzip them into {folder}")
+
+
+def has_nmnist_split(folder: Path, split: str) -> bool:
+    """True when ``folder/split`` holds at least one ``<digit>/*.bin`` event file."""
+    return next((folder / split).glob("[0-9]/*.bin"), None) is not None
+
+
+def ensure_nmnist(root: Path) -> Path:
+    """Download and unzip whichever of N-MNIST's Train/Test folders is missing; return their folder.
+
+    Each archive is checked against its md5 and unzipped into a ``<split>.partial`` folder that is
+    renamed when complete, so an interrupted fetch never leaves a half-filled ``Train/``.
+    """
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    folder = nmnist_folder(root)
+    for split, (file_id, md5) in NMNIST_ARCHIVES.items():
+        if has_nmnist_split(folder, split):
+            continue
+        partial = folder / f"{split}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            download_and_extract_archive(NMNIST_FILES + file_id, folder, extract_root=partial,
+                                         filename=f"{split}.zip", md5=md5, remove_finished=True)
+            (partial / split).replace(folder / split)
+        except Exception as error:  # network, checksum, extraction and layout errors all end up here
+            raise LeannetError(f"downloading N-MNIST {split}.zip into {folder} failed ({one_line(error)}); "
+                               f"{nmnist_how_to(folder)}") from error
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
 def _torchvision_download(name: str, root: Path) -> None:
     from torchvision import datasets
 
@@ -97,7 +146,7 @@ def fetch(name: str, root: Path | str | None = None) -> Path:
     """Put dataset ``name`` into the data directory (downloading if needed) and return its folder.
 
     ``fashion_mnist`` prefers the local Debian copy; ``mnist``, ``cifar10`` and ``cifar100`` are
-    downloaded by torchvision; ``digits`` ships with scikit-learn.
+    downloaded by torchvision, ``nmnist`` from Mendeley Data; ``digits`` ships with scikit-learn.
     """
     root = Path(root) if root is not None else data_root()
     if name == "fashion_mnist":
@@ -108,9 +157,11 @@ def fetch(name: str, root: Path | str | None = None) -> Path:
     if name in ("cifar10", "cifar100"):
         _torchvision_download(name, root)
         return root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    if name == "nmnist":
+        return ensure_nmnist(root)
     if name == "digits":
         return root
     raise LeannetError(
-        f"cannot fetch '{name}'; fetchable datasets: cifar10, cifar100, digits, fashion_mnist, mnist "
+        f"cannot fetch '{name}'; fetchable datasets: cifar10, cifar100, digits, fashion_mnist, mnist, nmnist "
         "(imagefolder reads a folder you provide)"
     )

@@ -81,6 +81,10 @@ class TensorLoader:
     ``sampler.epoch`` and then advances it, and ``set_epoch(e)`` selects the next pass's epoch.
     Under an initialised ``torch.distributed`` process group each rank gets an equal shard.
 
+    ``steps`` > 0: each image packs that many frames into its channels (``Split.steps``); batches
+    are then [B, steps, C/steps, H, W], normalised per frame channel (``mean``/``std`` of length 1 or
+    C/steps), and ``augment`` must be ``"none"``.
+
     Batches are built with ``threads`` intra-op threads (None: torch's setting), restored before each
     batch is handed out: batch-sized ops gain little from more threads, and threads that wait on each
     other run several times slower when other processes share the cores.
@@ -101,6 +105,7 @@ class TensorLoader:
         drop_last: bool = False,
         channels_last: bool = False,
         threads: int | None = 1,
+        steps: int = 0,
     ) -> None:
         if augment not in AUGMENTATIONS:
             raise LeannetError(f"unknown augment '{augment}'; valid augments: {', '.join(AUGMENTATIONS)}")
@@ -108,11 +113,14 @@ class TensorLoader:
             raise ValueError("images must be uint8 N×C×H×W with one label per image")
         if batch_size < 1 or padding < 0:
             raise ValueError(f"batch_size must be >= 1 and padding >= 0, got {batch_size} and {padding}")
-        c = images.shape[1]
+        if steps < 0 or (steps and (images.shape[1] % steps or augment != "none")):
+            raise ValueError(f"steps={steps} must divide the {images.shape[1]} channels, with augment='none'")
+        self.steps = steps
+        c = images.shape[1] // (steps or 1)
         mean_t = torch.tensor(mean if mean is not None else [0.0], dtype=torch.float32).expand(c)
         std_t = torch.tensor(std if std is not None else [1.0], dtype=torch.float32).expand(c)
-        self._scale = (1 / (255 * std_t)).view(1, c, 1, 1)
-        self._shift = (-mean_t / std_t).view(1, c, 1, 1)
+        self._scale = (1 / (255 * std_t)).view(c, 1, 1)
+        self._shift = (-mean_t / std_t).view(c, 1, 1)
         self.batch_size = batch_size
         self.shuffle, self.augment, self.seed, self.drop_last = shuffle, augment, seed, drop_last
         self.channels_last, self.threads = channels_last, threads
@@ -161,5 +169,7 @@ class TensorLoader:
             top = torch.randint(0, 2 * p + 1, (b,), generator=rng)
             left = torch.randint(0, 2 * p + 1, (b,), generator=rng)
             x = crop_flip(self._source, idx, top, left, flip, self.image_size)
+        if self.steps:
+            x = x.unflatten(1, (self.steps, -1))
         x = x.to(torch.float32).mul_(self._scale).add_(self._shift)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
