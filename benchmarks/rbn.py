@@ -1,7 +1,9 @@
 """RBN speed: forward+backward time of a ResNet-20 with RepresentativeBatchNorm2d against nn.BatchNorm2d.
 
-Three norms in the same model, same input: ``bn`` (nn.BatchNorm2d), ``rbn`` (leannet's fused RBN) and
-``rbn_stepwise`` (the paper's four steps as separate tensor operations, as the official code does).
+Four norms in the same model, same input: ``bn`` (nn.BatchNorm2d), ``rbn`` (leannet's fused RBN, on
+its C kernel where it applies: float CPU tensors in channels-last layout), ``rbn_pytorch`` (the same
+fused RBN on its pure-PyTorch path) and ``rbn_stepwise`` (the paper's four steps as separate tensor
+operations, as the official code does).
 The variants take turns step by step (the order alternating), so that a change of the machine's speed
 hits all alike; the RBN / BN ratio of each round's summed step times is taken and the median reported,
 with every round's ratio, the CPU-time ratio (time.process_time: not inflated by waiting for a core)
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from leannet.models import NORMS, build_model
-from leannet.norm import RepresentativeBatchNorm2d, rbn_steps
+from leannet.norm import RepresentativeBatchNorm2d, cpu_kernel, rbn_steps
 
 
 class StepwiseRBN(RepresentativeBatchNorm2d):
@@ -33,6 +35,14 @@ class StepwiseRBN(RepresentativeBatchNorm2d):
 
     def forward(self, x: Tensor) -> Tensor:
         return rbn_steps(self, x)["output"]
+
+
+class PytorchPathRBN(RepresentativeBatchNorm2d):
+    """The fused RBN with its C kernel switched off (the path CUDA, NCHW and torch.compile take)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        with cpu_kernel.disabled():
+            return super().forward(x)
 
 
 def train_step(model: torch.nn.Module, x: Tensor, y: Tensor) -> None:
@@ -76,14 +86,15 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/rbn.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if "rbn_stepwise" not in NORMS:
-        NORMS.register("rbn_stepwise")(lambda c, **kw: StepwiseRBN(c, **kw))
+    for name, cls in (("rbn_pytorch", PytorchPathRBN), ("rbn_stepwise", StepwiseRBN)):
+        if name not in NORMS:
+            NORMS.register(name)(lambda c, _cls=cls, **kw: _cls(c, **kw))
     fmt = torch.contiguous_format if args.no_channels_last else torch.channels_last
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.channels, args.image, args.image, device=args.device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (args.batch,), device=args.device)
     models = {}
-    for norm in ("bn", "rbn", "rbn_stepwise"):
+    for norm in ("bn", "rbn", "rbn_pytorch", "rbn_stepwise"):
         torch.manual_seed(0)
         model = build_model(args.model, 10, in_channels=args.channels, norm=norm).to(args.device, memory_format=fmt)
         models[norm] = torch.compile(model) if args.compile else model
@@ -96,6 +107,7 @@ def main() -> None:
         "model": args.model, "batch": args.batch, "input": [args.channels, args.image, args.image],
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu ({args.threads} threads)",
         "channels_last": not args.no_channels_last, "compile": args.compile, "steps": args.steps,
+        "rbn_kernel": cpu_kernel.usable(x) and not args.compile,
         "ms_per_step": {n: 1000 * statistics.median(t) for n, t in times.items()},
         "ratio_to_bn_median": ratio, "ratios": ratios,
         "cpu_ratio_to_bn_median": {n: statistics.median(r) for n, r in cpu_ratios.items()},
@@ -105,7 +117,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n{args.model}, batch {args.batch}, input {result['input']}, {result['device']}, "
-          f"channels_last {result['channels_last']}, compile {args.compile}\n")
+          f"channels_last {result['channels_last']}, compile {args.compile}, RBN C kernel {result['rbn_kernel']}\n")
     print("| norm | ms per forward+backward | ratio to BN (median of rounds) | rounds | CPU-time ratio |\n"
           "|---|---|---|---|---|")
     for n in models:

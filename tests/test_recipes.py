@@ -46,7 +46,7 @@ def test_leannet_recipes_lists_them(capsys):
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="copies the tracked files with git")
-def test_the_wheel_holds_every_recipe(tmp_path):
+def test_the_wheel_holds_every_recipe_and_the_rbn_kernel_source(tmp_path):
     """A wheel built from a copy of the tracked files (the checkout itself is not touched)."""
     pytest.importorskip("setuptools")
     files = subprocess.run(["git", "ls-files", "leannet", "pyproject.toml", "README.md"], cwd=REPO,
@@ -67,3 +67,4 @@ def test_the_wheel_holds_every_recipe(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert sorted(n.removeprefix("leannet/recipes/") for n in names if n.startswith("leannet/recipes/")) == \
         SOURCE_RECIPES
+    assert "leannet/norm/rbn_cpu.c" in names  # compiled on first use

@@ -15,7 +15,9 @@ two reductions; then one elementwise pass, ``addcmul``). The batch statistics of
 In training mode the whole layer is one autograd function (:class:`FusedRBN`) whose backward is
 written out (two reductions of the output gradient, one elementwise pass for ∂X), instead of autograd
 walking ~40 small N×C operations per layer; it is built from differentiable operations, so double
-backward works too (tested against the stepwise formulation, gradcheck and gradgradcheck).
+backward works too (tested against the stepwise formulation, gradcheck and gradgradcheck). On float
+CPU tensors in channels-last layout a C kernel (``rbn_cpu.c``, compiled on first use) runs both
+directions with BatchNorm's memory traffic; ``LEANNET_NATIVE=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from leannet.models.norms import NORMS
+from leannet.norm import cpu_kernel
 
 
 class InstanceMoments(torch.autograd.Function):
@@ -70,6 +73,33 @@ def _terms(m: Tensor, v: Tensor, wm: Tensor, wv: Tensor, wb: Tensor, weight: Ten
             "s": s, "gamma_s": gamma_s, "gain": gamma_s * r}
 
 
+def _forward(x: Tensor, wm: Tensor, wv: Tensor, wb: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
+             running: tuple[Tensor, Tensor, float] | None) -> tuple[Tensor, Tensor, Tensor, dict]:
+    """:class:`FusedRBN`'s forward in PyTorch operations: (Y, m, v, the terms its backward reuses)."""
+    n, c = x.shape[0], x.shape[1]
+    m = x.mean(dim=(2, 3))
+    # (X − m)² in one elementwise pass (mse_loss fuses the subtraction and the square), into the
+    # buffer that then holds Y: a fresh large allocation costs more than a pass
+    out = nn.functional.mse_loss(x, m.view(n, c, 1, 1).expand_as(x), reduction="none")
+    v = out.mean(dim=(2, 3))  # two passes (mean, then squares around it): no cancellation
+    t = _terms(m, v, wm, wv, wb, weight, eps)
+    gamma_s, gain = t["gamma_s"], t["gain"]
+    shift = gamma_s * t["k"] if bias is None else torch.addcmul(bias, gamma_s, t["k"])
+    shift = torch.addcmul(shift, gain, m, value=-1)
+    if running is not None:
+        update_running_stats(*running, t["a"] * t["mean_m"], t["var"], x.shape[0] * x.shape[2] * x.shape[3])
+    return torch.addcmul(shift.view(n, c, 1, 1), x, gain.view(n, c, 1, 1), out=out), m, v, t
+
+
+@torch.no_grad()
+def update_running_stats(running_mean: Tensor, running_var: Tensor, momentum: float, mu: Tensor, var: Tensor,
+                         values: int) -> None:
+    """Move the running mean and (unbiased) variance ``momentum`` of the way to the batch's μ and σ²
+    (σ² over ``values`` values), as ``nn.BatchNorm2d`` does."""
+    running_mean.lerp_(mu.detach().to(running_mean.dtype), momentum)
+    running_var.lerp_((var.detach() * (values / (values - 1))).to(running_var.dtype), momentum)
+
+
 class FusedRBN(torch.autograd.Function):
     """Training-mode RBN of a float32/float64 N×C×H×W input with batch statistics: returns (Y, m, v, μ, σ²).
 
@@ -79,41 +109,40 @@ class FusedRBN(torch.autograd.Function):
     Y = γ·s·(r·X̂ + k) + β. The backward needs S1 = Σ_hw G and S2 = Σ_hw G·X̂ only; then
     ∂X = γ·s·r·G + ∂m/(HW) + 2·X̂·∂v/(HW), where ∂m and ∂v follow from the chain rule on N×C tensors.
 
-    Full-size passes: forward Σ X, (X − m)² (one fused elementwise pass), its sum, Y; backward Σ G,
-    G·X, its sum, ∂X (two passes). Each direction allocates one N×C×H×W buffer (reused for the
-    temporary and the result), as BatchNorm does; the N×C arithmetic is kept to few operations,
-    since at small spatial sizes their per-call overhead is what costs.
+    On float CPU tensors in channels-last layout both directions run as one C function each
+    (:mod:`leannet.norm.cpu_kernel`): forward one read of X for m and v, one pass for Y; backward one
+    read of G and X for S1 and S2, one pass for ∂X, the traffic of ``nn.BatchNorm2d``. Elsewhere
+    (CUDA, NCHW, torch.compile, double backward) the same formulas run as PyTorch operations: forward
+    Σ X, (X − m)² (one fused elementwise pass), its sum, Y; backward Σ G, G·X, its sum, ∂X (two
+    passes), one N×C×H×W buffer per direction. ``running`` = (running mean, running variance,
+    momentum) is updated in place from μ and σ² of X_cm when given.
     """
 
     @staticmethod
-    def forward(ctx, x, wm, wv, wb, weight, bias, eps):  # noqa: ANN001, ANN205
-        n, c = x.shape[0], x.shape[1]
-        m = x.mean(dim=(2, 3))
-        # (X − m)² in one elementwise pass (mse_loss fuses the subtraction and the square), into the
-        # buffer that then holds Y: a fresh large allocation costs more than a pass
-        out = nn.functional.mse_loss(x, m.view(n, c, 1, 1).expand_as(x), reduction="none")
-        v = out.mean(dim=(2, 3))  # two passes (mean, then squares around it): no cancellation
-        t = _terms(m, v, wm, wv, wb, weight, eps)
-        gamma_s, gain = t["gamma_s"], t["gain"]
-        shift = gamma_s * t["k"] if bias is None else torch.addcmul(bias, gamma_s, t["k"])
-        shift = torch.addcmul(shift, gain, m, value=-1)
-        ctx.eps, ctx.terms = eps, t
+    def forward(ctx, x, wm, wv, wb, weight, bias, eps, running=None):  # noqa: ANN001, ANN205
+        ctx.eps, ctx.terms = eps, None
+        ctx.native = cpu_kernel.usable(x, wm, wv, wb, weight, bias, *(running[:2] if running else ()))
         ctx.set_materialize_grads(False)
+        if ctx.native:
+            y, m, v = cpu_kernel.forward(x, wm, wv, wb, weight, bias, eps, running)
+        else:
+            y, m, v, ctx.terms = _forward(x, wm, wv, wb, weight, bias, eps, running)
         ctx.save_for_backward(x, m, v, wm, wv, wb, weight, bias)
-        mu, var = t["a"] * t["mean_m"], t["var"]
-        ctx.mark_non_differentiable(mu, var)
-        return torch.addcmul(shift.view(n, c, 1, 1), x, gain.view(n, c, 1, 1), out=out), m, v, mu, var
+        return y, m, v
 
     @staticmethod
-    def backward(ctx, g, g_m, g_v, _mu, _var):  # noqa: ANN001, ANN205
+    def backward(ctx, g, g_m, g_v):  # noqa: ANN001, ANN205
         x, m, v, wm, wv, wb, weight, bias = ctx.saved_tensors
-        # double backward differentiates this function: then recompute the terms from m and v (outputs)
+        # double backward differentiates this function: then the PyTorch formulas, from m and v (outputs)
         differentiable = torch.is_grad_enabled()
-        t = _terms(m, v, wm, wv, wb, weight, ctx.eps) if differentiable else ctx.terms
+        need = ctx.needs_input_grad
+        if ctx.native and not differentiable and g is not None and g_m is None and g_v is None:
+            grads = cpu_kernel.backward(g, x, m, v, wm, wv, wb, weight, bias, ctx.eps, input_grad=need[0])
+            return *(grad if wanted else None for grad, wanted in zip(grads, need, strict=False)), None, None
+        t = ctx.terms if ctx.terms is not None and not differentiable else _terms(m, v, wm, wv, wb, weight, ctx.eps)
         n, c, size = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
         d, r, k, s, gamma_s, gain = t["d"], t["r"], t["k"], t["s"], t["gamma_s"], t["gain"]
-        need = ctx.needs_input_grad
-        grads: list[Tensor | None] = [None] * 7
+        grads: list[Tensor | None] = [None] * 8
         buf = None
         if g is None:
             dm = torch.zeros_like(m) if g_m is None else g_m
@@ -245,12 +274,6 @@ class RepresentativeBatchNorm2d(nn.Module):
         """Whether batch statistics are reduced across processes (then the unfused path runs)."""
         return False
 
-    @torch.no_grad()
-    def _update_running_stats(self, mu: Tensor, var: Tensor, factor: float, values: int) -> None:
-        self.running_mean.lerp_(mu.detach().to(self.running_mean.dtype), factor)
-        unbiased = var.detach() * (values / (values - 1))
-        self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
-
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"expected 4D input (got {x.dim()}D input)")
@@ -263,10 +286,9 @@ class RepresentativeBatchNorm2d(nn.Module):
         if use_batch and x.dtype in (torch.float32, torch.float64) and not self._synchronized():
             if x.shape[0] * x.shape[2] * x.shape[3] <= 1:
                 raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
-            y, _, _, mu, var = FusedRBN.apply(x, wm, wv, wb, self.weight, self.bias, self.eps)
-            if self.training and self.running_mean is not None:
-                self._update_running_stats(mu, var, factor, x.shape[0] * x.shape[2] * x.shape[3])
-            return y
+            running = (self.running_mean, self.running_var, factor) if self.training and self.running_mean is not None \
+                else None
+            return FusedRBN.apply(x, wm, wv, wb, self.weight, self.bias, self.eps, running)[0]
         stats = x if x.dtype in (torch.float32, torch.float64) else x.float()  # low precision: stats in fp32
         if use_batch:
             inst_mean, inst_var = InstanceMoments.apply(stats)
@@ -277,7 +299,7 @@ class RepresentativeBatchNorm2d(nn.Module):
             mu = (1 + wm) * mean_k
             var = within + (1 + wm).square() * between  # the instance means of X_cm are (1 + w_m)·K(X)
             if self.training and self.running_mean is not None:
-                self._update_running_stats(mu, var, factor, values)
+                update_running_stats(self.running_mean, self.running_var, factor, mu, var, values)
         else:
             inst_mean = stats.mean(dim=(2, 3))
             mu, var = self.running_mean, self.running_var
