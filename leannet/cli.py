@@ -80,7 +80,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     config, built = load_trained(args.run_dir, args.checkpoint)
     loaders = built.loaders
     if args.data:
-        loaders = build_loaders(args.data, root=args.root, eval_batch_size=config.data.eval_batch_size, val_size=0)
+        same = args.data == config.data.name  # then the run's dataset options (e.g. an event dataset's steps)
+        loaders = build_loaders(args.data, root=args.root, eval_batch_size=config.data.eval_batch_size, val_size=0,
+                                augment="none", **(config.data.args if same else {}))
         if loaders.info.num_classes != built.loaders.info.num_classes:
             raise LeannetError(
                 f"{args.data} has {loaders.info.num_classes} classes but the model predicts "

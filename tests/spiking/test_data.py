@@ -200,3 +200,4 @@ def test_nmnist_recipe_trains_end_to_end(tmp_path):
     assert results["epochs"] == 1 and 0.0 <= results["test_acc"] <= 1.0
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "train/firing_rate" in header and "train/loss" in header
+    assert main(["eval", str(run), "--data", "nmnist", "--root", str(tmp_path / "data")]) == 0  # no augmentation
