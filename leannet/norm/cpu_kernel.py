@@ -42,6 +42,7 @@ _off = 0  # > 0 inside `disabled()`
 
 
 def cache_dir() -> Path:
+    """Where compiled kernels are kept: ``$LEANNET_CACHE/kernels`` (default ``~/.cache/leannet/kernels``)."""
     return Path(os.environ.get("LEANNET_CACHE", Path.home() / ".cache" / "leannet")) / "kernels"
 
 
@@ -53,33 +54,35 @@ def _cpu_id() -> str:
         return platform.processor()
 
 
-def _compile(compiler: str, flags: list[str], target: Path) -> bool:
+def _compile(compiler: str, flags: list[str], target: Path) -> str | None:
+    """Build ``target`` (atomically: in a temporary folder beside it, then renamed); the error text if it fails."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
         done = subprocess.run([compiler, *flags, "-shared", "-fPIC", str(SOURCE), "-o", str(built), "-lm"],
-                              capture_output=True, timeout=120)
+                              capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
-            return False
+            return " ".join(done.stderr.split())[-300:] or f"exit status {done.returncode}"
         os.replace(built, target)
-    return True
+    return None
 
 
-def _load() -> ctypes.CDLL | None:
+def _load() -> ctypes.CDLL:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        raise OSError("no C compiler found (set CC or install gcc)")
+        raise OSError("no C compiler found (install gcc, or set CC)")
     source = SOURCE.read_bytes()
+    error = None
     for flags in FLAGS:
         key = hashlib.sha256(source + " ".join([compiler, *flags, platform.machine(), _cpu_id()]).encode())
         target = cache_dir() / f"rbn_cpu-{key.hexdigest()[:16]}.so"
-        if target.exists() or _compile(compiler, flags, target):
+        if target.exists() or (error := _compile(compiler, flags, target)) is None:
             library = ctypes.CDLL(str(target))
             for suffix in _SUFFIX.values():
                 for name in ("rbn_forward", "rbn_backward"):
                     getattr(library, f"{name}_{suffix}").restype = None
             return library
-    raise OSError(f"{compiler} could not compile {SOURCE}")
+    raise OSError(f"{compiler} could not compile {SOURCE} ({error})")
 
 
 def library() -> ctypes.CDLL | None:
@@ -91,7 +94,8 @@ def library() -> ctypes.CDLL | None:
             try:
                 _library = _load()
             except (OSError, subprocess.SubprocessError) as error:
-                warnings.warn(f"RBN runs on its slower pure-PyTorch path: {error}", stacklevel=2)
+                warnings.warn(f"RBN runs on its slower pure-PyTorch path: {error}; LEANNET_NATIVE=0 skips the kernel "
+                              "without this warning", stacklevel=2)
     return _library
 
 
