@@ -119,6 +119,9 @@ def ensure_nmnist(root: Path) -> Path:
                                          filename=f"{split}.zip", md5=md5, remove_finished=True)
             (partial / split).replace(folder / split)
         except Exception as error:  # network, checksum, extraction and layout errors all end up here
+            shutil.rmtree(partial, ignore_errors=True)
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()  # a fetch that got nothing leaves nothing
             raise LeannetError(f"downloading N-MNIST {split}.zip into {folder} failed ({one_line(error)}); "
                                f"{nmnist_how_to(folder)}") from error
         finally:

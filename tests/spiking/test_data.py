@@ -161,6 +161,7 @@ def test_fetch_nmnist_downloads_each_missing_split_or_says_how(tmp_path, monkeyp
     import torchvision.datasets.utils as tv_utils
 
     def offline(url, download_root, extract_root=None, filename=None, md5=None, remove_finished=False):
+        Path(download_root).mkdir(parents=True, exist_ok=True)  # as torchvision does before downloading
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
@@ -169,7 +170,7 @@ def test_fetch_nmnist_downloads_each_missing_split_or_says_how(tmp_path, monkeyp
                         f"unzip them into {folder}") as error:
         fetch("nmnist", tmp_path)
     assert "\n" not in str(error.value) and "Train.zip and Test.zip from https://" in str(error.value)
-    assert not (folder / "Train.partial").exists()
+    assert not folder.exists()  # nothing fetched, nothing left behind
 
     fetched = []
 
