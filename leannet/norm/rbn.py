@@ -101,10 +101,10 @@ def update_running_stats(running_mean: Tensor, running_var: Tensor, momentum: fl
 
 
 class FusedRBN(torch.autograd.Function):
-    """Training-mode RBN of a float32/float64 N×C×H×W input with batch statistics: returns (Y, m, v, μ, σ²).
+    """Training-mode RBN of a float32/float64 N×C×H×W input with batch statistics: returns (Y, m, v).
 
-    m, v are the instance moments (outputs, so that double backward sees how they depend on X); μ, σ²
-    the batch statistics of X_cm (not differentiable; for the running statistics). With X̂ = X − m,
+    m, v are the instance moments (outputs, so that double backward sees how they depend on X); μ, σ²,
+    the batch statistics of X_cm, only update ``running``. With X̂ = X − m,
     a = 1 + w_m, D = m − mean_n(m), r = 1/sqrt(σ² + ε), k = a·D·r and s = sigmoid(w_v·k + w_b),
     Y = γ·s·(r·X̂ + k) + β. The backward needs S1 = Σ_hw G and S2 = Σ_hw G·X̂ only; then
     ∂X = γ·s·r·G + ∂m/(HW) + 2·X̂·∂v/(HW), where ∂m and ∂v follow from the chain rule on N×C tensors.

@@ -9,7 +9,8 @@
  *   rbn_forward   X → Y and the instance moments m, v; updates the running statistics (if given)
  *   rbn_backward  ∂Y → ∂X and the gradients of w_m, w_v, w_b, γ, β        (first order only)
  *
- * Sums are accumulated in double, the N×C arithmetic runs in double. Instances are spread over
+ * Sums are accumulated in double; the N×C arithmetic runs in double, except k, the sigmoid and the
+ * per-instance coefficients, which are stored in the element type. Instances are spread over
  * `threads` OpenMP threads (the OpenMP runtime PyTorch has loaded). The channels are walked in blocks
  * of BLOCK, so that the innermost loop has a fixed length and its accumulators stay in vector
  * registers. The file includes itself once per element type (float: _f32, double: _f64).
@@ -296,15 +297,14 @@ void NAME(rbn_backward)(const T *restrict g, const T *restrict x, const T *restr
     for (long j = 0; j < c; j++) {
       long at = b * c + j;
       double a = 1.0 + wm[j];
-      mean_gd[j] += gk[at] * a * r[j] + (m[at] - mean_m[j]) * g_var2[j] * a * a;
+      offset[at] = (T)(gk[at] * a * r[j] + (m[at] - mean_m[j]) * g_var2[j] * a * a); /* ∂L/∂D, kept for below */
+      mean_gd[j] += offset[at];
     }
   for (long j = 0; j < c; j++) mean_gd[j] /= n;
   for (long b = 0; b < n; b++)
     for (long j = 0; j < c; j++) {
       long at = b * c + j;
-      double a = 1.0 + wm[j];
-      double gd = gk[at] * a * r[j] + (m[at] - mean_m[j]) * g_var2[j] * a * a;
-      double dm = gd - mean_gd[j] - gain[at] * s1[at];
+      double dm = offset[at] - mean_gd[j] - gain[at] * s1[at];
       offset[at] = (T)(dm / hw - m[at] * scale[j]);
       gk[at] = (T)scale[j]; /* reused: the coefficient of X in ∂X */
     }
