@@ -321,17 +321,19 @@ def load_scenes(count: int, seed: int = 0, size: int = 64, cache_dir: Path | str
     if path.is_file():
         try:
             with np.load(path) as data:
-                arrays = {f.name: data[f.name] for f in fields(Scenes)}
+                return _from_compact({f.name: data[f.name] for f in fields(Scenes)})
         except Exception:  # a corrupt cache is regenerated, never trusted
             path.unlink(missing_ok=True)
-        else:
-            normals = arrays["normals"].astype(np.float32)
-            arrays["normals"] = normals / np.linalg.norm(normals, axis=1, keepdims=True)
-            return Scenes(**{k: (a if k in ("normals", "depth", "edges", "image")
-                                 else a.astype(np.int64)) for k, a in arrays.items()})
-    scenes = make_scenes(count, seed, size)
-    _atomic_savez(path, {f.name: getattr(scenes, f.name).astype(_COMPACT[f.name]) for f in fields(Scenes)})
-    return scenes
+    compact = {f.name: getattr(make_scenes(count, seed, size), f.name).astype(_COMPACT[f.name]) for f in fields(Scenes)}
+    _atomic_savez(path, compact)
+    return _from_compact(compact)  # the run that writes the cache sees the same values as every later run
+
+
+def _from_compact(arrays: dict[str, np.ndarray]) -> Scenes:
+    normals = arrays["normals"].astype(np.float32)
+    arrays = {**arrays, "normals": normals / np.linalg.norm(normals, axis=1, keepdims=True)}
+    return Scenes(**{k: (a if k in ("normals", "depth", "edges", "image") else a.astype(np.int64))
+                     for k, a in arrays.items()})
 
 
 def _cache_dir(cache_dir: Path | str | None) -> Path:

@@ -12,6 +12,7 @@ so a skipped block (u = (0, 1)) is exactly its shortcut. Policies ``u`` come fro
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,19 +23,103 @@ from leannet.models.norms import make_norm
 from leannet.multitask.heads import DenseHead
 
 
+class TaskNorm(nn.Module):
+    """A norm layer whose running statistics are kept per task path (DESIGN.md, "State that depends on
+    the path"): row k of every running buffer belongs to task k.
+
+    The network sets :attr:`tasks` (the tasks whose path reaches this layer with this input) before each
+    call; the layer normalises with the first one's statistics and, in training, writes the updated
+    statistics to every task of the group (they saw the same input). Learned parameters (γ, β, RBN's
+    calibration) stay shared: AdaShare shares weights, not data statistics. With every task on one path
+    (hard sharing) all rows stay equal and the output equals the wrapped norm's. The official AdaShare
+    code keeps one running average over all paths, so a block that tasks reach along different paths is
+    evaluated with statistics that match none of them.
+    """
+
+    def __init__(self, norm: nn.Module, num_tasks: int) -> None:
+        super().__init__()
+        self.norm = norm
+        self.stat_names = [name for name, b in norm.named_buffers(recurse=False) if b is not None]
+        for name in self.stat_names:
+            buffer = getattr(norm, name)
+            self.register_buffer(f"task_{name}", buffer.detach().clone().unsqueeze(0).repeat(
+                num_tasks, *([1] * buffer.ndim)))
+            norm._non_persistent_buffers_set.add(name)
+        self.tasks: tuple[int, ...] = tuple(range(num_tasks))
+        self.register_load_state_dict_post_hook(_forget_inner_statistics)
+
+    def same_statistics(self, a: int, b: int) -> bool:
+        """Whether tasks ``a`` and ``b`` hold identical running statistics here."""
+        return all(torch.equal(getattr(self, f"task_{n}")[a], getattr(self, f"task_{n}")[b])
+                   for n in self.stat_names)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the wrapped norm gets copies (autograd may keep them); the rows take its updates afterwards
+        first, rows = self.tasks[0], [getattr(self, f"task_{n}") for n in self.stat_names]
+        for name, row in zip(self.stat_names, rows, strict=True):
+            self.norm._buffers[name] = row[first].clone()
+        y = self.norm(x)
+        if self.training:
+            with torch.no_grad():
+                for name, row in zip(self.stat_names, rows, strict=True):
+                    row[list(self.tasks)] = self.norm._buffers[name]
+        return y
+
+
+def _forget_inner_statistics(module: TaskNorm, incompatible: Any) -> None:
+    # BatchNorm's loader inserts 'num_batches_tracked' into a state dict without version metadata (a filtered
+    # copy) even when the buffer is not persistent; the statistics live in the task_* rows
+    inner = [k for k in incompatible.unexpected_keys if k.rsplit(".", 2)[-2:-1] == ["norm"]
+             and k.rsplit(".", 1)[-1] in module.stat_names]
+    for key in inner:
+        incompatible.unexpected_keys.remove(key)
+
+
+def task_norms(module: nn.Module) -> list[TaskNorm]:
+    """Every :class:`TaskNorm` inside ``module``."""
+    return [m for m in module.modules() if isinstance(m, TaskNorm)]
+
+
 class GatedBasicBlock(nn.Module):
     """A ResNet basic block that a policy can execute or skip (AdaShare eq. 1)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: str = "bn") -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: str = "bn",
+                 num_tasks: int = 1) -> None:
         super().__init__()
+
+        def make(channels: int) -> nn.Module:
+            layer = make_norm(norm, channels)
+            return TaskNorm(layer, num_tasks) if any(True for _ in layer.buffers()) else layer
+
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = make_norm(norm, out_channels)
+        self.bn1 = make(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = make_norm(norm, out_channels)
+        self.bn2 = make(out_channels)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                                          make_norm(norm, out_channels))
+                                          make(out_channels))
+        self.norms = task_norms(self)
+
+    def partition(self, tasks: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """``tasks`` (who reach this block with the same input) grouped by equal running statistics: each
+        group can be computed once. Statistics differ only where the tasks' paths differed while they were
+        estimated (e.g. soft policies during the search)."""
+        groups: list[tuple[int, ...]] = []
+        for t in tasks:
+            for i, group in enumerate(groups):
+                if all(layer.same_statistics(group[0], t) for layer in self.norms):
+                    groups[i] = (*group, t)
+                    break
+            else:
+                groups.append((t,))
+        return groups
+
+    def for_tasks(self, tasks: tuple[int, ...]) -> GatedBasicBlock:
+        """Route the next call through the running statistics of ``tasks`` (who share this input)."""
+        for layer in self.norms:
+            layer.tasks = tasks
+        return self
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """F(x): conv-BN-ReLU-conv-BN."""
@@ -73,7 +158,7 @@ class AdaShareNet(nn.Module):
         layers, cin = [], widths[0]
         for width, count, stride in zip(widths, blocks, strides, strict=True):
             for i in range(count):
-                layers.append(GatedBasicBlock(cin, width, stride if i == 0 else 1, norm))
+                layers.append(GatedBasicBlock(cin, width, stride if i == 0 else 1, norm, len(tasks)))
                 cin = width
         self.blocks = nn.ModuleList(layers)
         self.heads = nn.ModuleDict({name: DenseHead(cin, c, tuple(head_dilations)) for name, c in tasks.items()})
@@ -83,6 +168,17 @@ class AdaShareNet(nn.Module):
     @property
     def num_blocks(self) -> int:
         return len(self.blocks)
+
+    def get_extra_state(self) -> dict[str, list[str]]:
+        """The task order, saved with the weights: rows of the policy logits, the per-task statistics and
+        the heads follow it."""
+        return {"tasks": list(self.task_names)}
+
+    def set_extra_state(self, state: dict[str, list[str]]) -> None:
+        saved = list(state.get("tasks", [])) if isinstance(state, dict) else []
+        if saved != self.task_names:
+            raise LeannetError(f"AdaShareNet state dict has tasks in the order {saved}, this network "
+                               f"{self.task_names}: build it with the tasks in the saved order")
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """Network weights (everything except the policy logits)."""
@@ -104,7 +200,7 @@ class AdaShareNet(nn.Module):
             for t in range(k):
                 h = stem
                 for l, block in enumerate(self.blocks):
-                    h = block(h, policy[t, l])
+                    h = block.for_tasks((t,))(h, policy[t, l])
                 feats.append(h)
         return {name: self.heads[name](feats[t], size) for t, name in enumerate(self.task_names)}
 
@@ -112,16 +208,21 @@ class AdaShareNet(nn.Module):
         k = len(self.task_names)
         execute = (torch.ones(k, self.num_blocks, dtype=torch.bool) if policy is None
                    else policy[..., 0].detach().cpu() == 1)
-        prefix: dict[tuple[bool, ...], torch.Tensor] = {(): stem}
-        keys = [()] * k
+        prefix: dict[tuple, torch.Tensor] = {(): stem}
+        keys: list[tuple] = [()] * k
         for l, block in enumerate(self.blocks):
-            nxt: dict[tuple[bool, ...], torch.Tensor] = {}
+            inputs: dict[tuple, tuple[int, ...]] = {}
             for t in range(k):
-                key = (*keys[t], bool(execute[t, l]))
-                if key not in nxt:
-                    h = prefix[keys[t]]
-                    nxt[key] = block(h) if key[-1] else block.shortcut(h)
-                keys[t] = key
+                step = (keys[t], bool(execute[t, l]))
+                inputs[step] = (*inputs.get(step, ()), t)
+            nxt = {}
+            for (key, run), tasks in inputs.items():
+                for group in block.partition(tasks):
+                    block.for_tasks(group)
+                    out = block(prefix[key]) if run else block.shortcut(prefix[key])
+                    for t in group:
+                        keys[t] = (*key, (run, group[0]))
+                    nxt[keys[group[0]]] = out
             prefix = nxt
         return [prefix[keys[t]] for t in range(k)]
 
@@ -132,6 +233,8 @@ def gumbel_policy(logits: torch.Tensor, tau: float, hard: bool = False,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Gumbel-softmax sample u = softmax((α + g)/τ) over the last dim (execute, skip), one per task and
     block (shared over the batch). ``hard`` returns one-hot samples with straight-through gradients."""
+    if not tau > 0:
+        raise LeannetError(f"Gumbel-softmax temperature tau must be > 0, got {tau}")
     uniform = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-10, 1 - 1e-10)
     gumbel = -torch.log(-torch.log(uniform))
     soft = F.softmax((logits + gumbel) / tau, dim=-1)
@@ -159,11 +262,18 @@ def apply_curriculum(policy: torch.Tensor, learnable: int) -> torch.Tensor:
     return torch.cat([execute, policy[:, forced:]], dim=1)
 
 
-def sparsity_loss(logits: torch.Tensor, learnable: int | None = None) -> torch.Tensor:
-    """L_sparsity: mean of −log p_skip over tasks and the unlocked (last ``learnable``) blocks."""
+LOSS_FORMS = ("paper", "official")
+
+
+def sparsity_loss(logits: torch.Tensor, learnable: int | None = None, form: str = "paper") -> torch.Tensor:
+    """L_sparsity over the unlocked (last ``learnable``) blocks: −log p_skip averaged over blocks, then
+    averaged over tasks (``paper``) or summed over tasks (``official``, sunxm2357/AdaShare)."""
+    if form not in LOSS_FORMS:
+        raise LeannetError(f"unknown sparsity form '{form}'; valid forms: {', '.join(LOSS_FORMS)}")
     learnable = logits.shape[1] if learnable is None else learnable
     log_p = F.log_softmax(logits[:, logits.shape[1] - learnable:], dim=-1)
-    return -log_p[..., 1].mean()
+    per_task = -log_p[..., 1].mean(-1)
+    return per_task.sum() if form == "official" else per_task.mean()
 
 
 def sharing_weights(num_blocks: int) -> torch.Tensor:
@@ -173,15 +283,12 @@ def sharing_weights(num_blocks: int) -> torch.Tensor:
     return (num_blocks - torch.arange(num_blocks, dtype=torch.float32)) / num_blocks
 
 
-SHARING_FORMS = ("paper", "official")
-
-
 def sharing_loss(logits: torch.Tensor, form: str = "paper") -> torch.Tensor:
     """L_sharing over task pairs. ``paper``: Σ_l (L − l)/L · |α_{k1,l} − α_{k2,l}|₁ over both logit columns
     (early blocks cost more: they stay shared). ``official`` (sunxm2357/AdaShare): Σ_l (l + 1)/L ·
     |α_{k1,l,0} − α_{k2,l,0}| on the execute column only."""
-    if form not in SHARING_FORMS:
-        raise LeannetError(f"unknown sharing form '{form}'; valid forms: {', '.join(SHARING_FORMS)}")
+    if form not in LOSS_FORMS:
+        raise LeannetError(f"unknown sharing form '{form}'; valid forms: {', '.join(LOSS_FORMS)}")
     k, num_blocks, _ = logits.shape
     if form == "paper":
         weights, columns = sharing_weights(num_blocks).to(logits), logits
@@ -201,8 +308,8 @@ def execute_probability(logits: torch.Tensor) -> torch.Tensor:
 
 def sample_discrete(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """A discrete policy (bool [K, L], True = execute) sampled from softmax(α), as the official code."""
-    p = execute_probability(logits.detach())
-    return torch.rand(p.shape, generator=generator) < p
+    p = execute_probability(logits.detach()).cpu()
+    return torch.rand(p.shape, generator=generator, dtype=p.dtype) < p
 
 
 def policy_tensor(execute: torch.Tensor) -> torch.Tensor:

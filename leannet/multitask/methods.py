@@ -23,7 +23,7 @@ from leannet.errors import LeannetError
 from leannet.method import Method, register_method
 from leannet.models.factory import register_model
 from leannet.multitask.adashare import (
-    SHARING_FORMS,
+    LOSS_FORMS,
     AdaShareNet,
     apply_curriculum,
     execute_probability,
@@ -65,16 +65,22 @@ class MultiTask(Method):
     seed) draws one with the block counts of that finished run (AdaShare's matched random control).
     ``task_weights`` {task: λ_k} (default 1). ``balance:
     grad_norm`` multiplies them, once at the start of training, by mean_k(g)/g_k with g_k the norm of
-    task k's gradient on the stem (which every task runs under any policy; summed over ``balance_batches``
-    batches), so that no task's gradient dominates the shared trunk.
+    task k's gradient on the stem under hard sharing (summed over ``balance_batches`` batches), so that no
+    task's gradient dominates the shared trunk; measured under hard sharing whatever the run's policy, so
+    every variant of one seed (same initial weights, same batches) gets the same weights.
+    ``drop_rate`` > 0 is stochastic depth (Huang et al. 2016; AdaShare's ablation baseline): in every training
+    step block l is skipped by every task with probability drop_rate·(l+1)/L; evaluation executes the policy.
     """
 
     monitor = ("loss", "min")
 
     def __init__(self, model: nn.Module, num_classes: int, *, policy: list | None = None,
                  random_blocks: list | None = None, random_like: str = "", task_weights: dict | None = None,
-                 balance: str = "none", balance_batches: int = 4) -> None:
+                 balance: str = "none", balance_batches: int = 4, drop_rate: float = 0.0) -> None:
         super().__init__(model, num_classes)
+        if not 0 <= drop_rate < 1:
+            raise LeannetError(f"method.drop_rate must be in [0, 1), got {drop_rate}")
+        self.drop_rate = drop_rate
         if random_like and random_blocks is None:
             raise LeannetError("method.random_like is resolved when the run starts (leannet train / suite)")
         if not isinstance(model, AdaShareNet):
@@ -138,9 +144,18 @@ class MultiTask(Method):
         parts = {t: self.specs[t].loss(outputs[t].float(), targets[t]) for t in self.tasks}
         return sum(w * parts[t] for w, t in zip(self.task_weight, self.tasks, strict=True)), parts
 
+    def train_policy(self) -> Tensor | None:
+        """The policy of one training step: the fixed one, with blocks dropped at random (``drop_rate``)."""
+        if self.drop_rate == 0:
+            return self.policy()
+        num_blocks = self.model.num_blocks
+        p_drop = self.drop_rate * torch.arange(1, num_blocks + 1) / num_blocks
+        keep = torch.rand(num_blocks) >= p_drop
+        return policy_tensor(self.execute.cpu() & keep).to(self.task_weight)
+
     def forward(self, batch: tuple[Tensor, dict[str, Tensor]]) -> dict[str, Tensor]:
         x, targets = batch
-        loss, parts = self.task_loss(self.model(x, self.policy()), targets)
+        loss, parts = self.task_loss(self.model(x, self.train_policy()), targets)
         return {"loss": loss, **{f"loss_{t}": v.detach() for t, v in parts.items()}}
 
     def eval_metrics(self) -> dict[str, Any]:
@@ -166,7 +181,7 @@ class MultiTask(Method):
         for i, (x, targets) in enumerate(batches):
             if i == self.balance_batches:
                 break
-            _, parts = self.task_loss(self.model(x, self.policy()), targets)
+            _, parts = self.task_loss(self.model(x), targets)  # hard sharing: the same for every policy
             for k, t in enumerate(self.tasks):
                 grads = torch.autograd.grad(parts[t], shared, retain_graph=k < len(self.tasks) - 1, allow_unused=True)
                 norms[k] += torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None)).item()
@@ -185,45 +200,62 @@ class MultiTask(Method):
                 "task_weights": dict(zip(self.tasks, self.task_weight.tolist(), strict=True))}
 
 
-SEARCH_KEYS = ("warmup_epochs", "search_epochs", "tau", "tau_decay", "tau_final", "sparsity", "sharing",
-               "sharing_form", "curriculum_speed", "policy_lr", "policy_weight_decay", "init_noise", "split_seed")
+SEARCH_KEYS = ("warmup_epochs", "search_epochs", "tau", "tau_decay", "tau_final", "sparsity", "sparsity_form",
+               "sharing", "sharing_form", "curriculum_speed", "skip_layer", "policy_lr", "policy_weight_decay",
+               "init_noise", "split_seed", "init_from")
+FINAL_POLICIES = ("argmax", "sample", "best_of_samples")
+SEARCH_OPTIM = {"name": "sgd", "lr": 1e-3, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4}
+"""The network's optimizer during the search in the official code (SGD 0.9, lr 1e-3, weight decay 1e-4)."""
 
 
 @register_method("adashare_search")
 class AdaShareSearch(MultiTask):
     """AdaShare's warm-up and policy search (Sun et al. 2020, §3.3) as one training run.
 
-    Epochs: ``warmup_epochs`` of hard sharing, then ``search_epochs`` × (one epoch of network weights
-    with the policy frozen, one epoch of policy logits with the weights frozen). The two kinds of
-    epochs use disjoint halves of the training set (``split_seed``); the policy has its own Adam
-    optimizer (``policy_lr``, ``policy_weight_decay``, as the official code). During search u =
-    Gumbel-softmax(α, τ) with τ = ``tau``·``tau_decay``^s in search epoch s, or, with ``tau_final``,
-    the geometric schedule from ``tau`` to ``tau_final`` over the search; the curriculum forces all but
-    the last (s // ``curriculum_speed`` + 1) blocks to execute. Policy loss: Σ_k λ_k L_k + λ_sp·L_sparsity
-    + λ_sh·L_sharing (``sharing_form`` ``paper`` or ``official``, see ``sharing_loss``). ``init_noise``
-    adds N(0, σ²) to the tied initial logits to break the symmetry between tasks.
+    Epochs: ``warmup_epochs`` of hard sharing on the weight half, or none when ``init_from`` names a finished
+    hard-sharing run (trained on the whole split) whose final weights and task weights start the search;
+    then ``search_epochs`` × (one epoch of network weights with the policy frozen, one epoch of policy
+    logits with the weights frozen) on disjoint halves of the training set (``split_seed``). The policy has
+    its own Adam optimizer (``policy_lr``, ``policy_weight_decay``, as the official code).
+
+    During search u = Gumbel-softmax(α, τ) with τ = ``tau``·``tau_decay``^s in search epoch s, or, with
+    ``tau_final``, the geometric schedule from ``tau`` to ``tau_final`` over the search. The curriculum
+    forces all but the last (s // ``curriculum_speed`` + 1) blocks to execute, and the first ``skip_layer``
+    blocks always execute (the official ``skip_layer``). Policy loss: Σ_k λ_k L_k + λ_sp·L_sparsity +
+    λ_sh·L_sharing (``sparsity_form`` and ``sharing_form`` ``official`` or ``paper``, see ``sparsity_loss``
+    and ``sharing_loss``). ``init_noise`` adds N(0, σ²) to the tied initial logits to break the symmetry.
     """
 
-
-    def __init__(self, model: nn.Module, num_classes: int, *, warmup_epochs: int = 2, search_epochs: int = 10,
-                 tau: float = 5.0, tau_decay: float = 0.965, tau_final: float | None = 0.1,
-                 sparsity: float = 0.001, sharing: float = 0.05, sharing_form: str = "paper",
-                 curriculum_speed: int = 1, policy_lr: float = 0.01, policy_weight_decay: float = 5e-4,
-                 init_noise: float = 0.01, split_seed: int = 0, task_weights: dict | None = None,
+    def __init__(self, model: nn.Module, num_classes: int, *, warmup_epochs: int = 2, search_epochs: int = 40,
+                 tau: float = 5.0, tau_decay: float = 0.965, tau_final: float | None = 0.05,
+                 sparsity: float = 0.001, sparsity_form: str = "official", sharing: float = 0.05,
+                 sharing_form: str = "official", curriculum_speed: int = 1, skip_layer: int = 0,
+                 policy_lr: float = 0.01, policy_weight_decay: float = 5e-4, init_noise: float = 0.01,
+                 split_seed: int = 0, init_from: str = "", task_weights: dict | None = None,
                  balance: str = "none", balance_batches: int = 4) -> None:
         super().__init__(model, num_classes, task_weights=task_weights, balance=balance,
                          balance_batches=balance_batches)
-        if sharing_form not in SHARING_FORMS:
-            raise LeannetError(f"unknown method.sharing_form '{sharing_form}'; valid: {', '.join(SHARING_FORMS)}")
+        for key, form in (("sharing_form", sharing_form), ("sparsity_form", sparsity_form)):
+            if form not in LOSS_FORMS:
+                raise LeannetError(f"unknown method.{key} '{form}'; valid: {', '.join(LOSS_FORMS)}")
         if tau <= 0 or (tau_final is not None and not 0 < tau_final <= tau):
             raise LeannetError(f"method.tau must be > 0 and tau_final in (0, tau]; got {tau} and {tau_final}")
         if curriculum_speed < 1 or search_epochs < 1 or warmup_epochs < 0:
             raise LeannetError("method.search_epochs and curriculum_speed must be >= 1, warmup_epochs >= 0")
+        if not 0 <= skip_layer < model.num_blocks:
+            raise LeannetError(f"method.skip_layer must be in 0..{model.num_blocks - 1} (blocks always executed), "
+                               f"got {skip_layer}")
+        if init_from and warmup_epochs:
+            raise LeannetError("method.init_from (a finished hard-sharing run) replaces the warm-up: "
+                               "set method.warmup_epochs=0")
         self.warmup_epochs, self.search_epochs = warmup_epochs, search_epochs
         self.tau0, self.tau_decay, self.tau_final = tau, tau_decay, tau_final
-        self.sparsity, self.sharing, self.sharing_form = sparsity, sharing, sharing_form
-        self.curriculum_speed, self.split_seed = curriculum_speed, split_seed
+        self.sparsity, self.sparsity_form = sparsity, sparsity_form
+        self.sharing, self.sharing_form = sharing, sharing_form
+        self.curriculum_speed, self.skip_layer, self.split_seed = curriculum_speed, skip_layer, split_seed
         self.policy_lr, self.policy_weight_decay = policy_lr, policy_weight_decay
+        if init_from:
+            self._start_from(Path(init_from))
         if init_noise > 0:
             with torch.no_grad():
                 model.policy_logits.add_(init_noise * torch.randn_like(model.policy_logits))
@@ -231,6 +263,35 @@ class AdaShareSearch(MultiTask):
         self.unused_parameters = True  # the logits in weight epochs, the weights in policy epochs
         model.policy_logits.requires_grad_(True)
         self._policy_optimizer: torch.optim.Optimizer | None = None
+
+    @classmethod
+    def prepare(cls, config: DictConfig, run_dir: Path) -> DictConfig:
+        """``{seed}`` in ``init_from`` becomes the run's seed."""
+        from leannet.config import merge_recipe
+
+        source = str(config.method.get("init_from") or "")
+        if "{seed}" not in source:
+            return config
+        return merge_recipe(config, {"method": {"init_from": source.replace("{seed}", str(config.seed))}},
+                            source="method.init_from")
+
+    def _start_from(self, run: Path) -> None:
+        """The warm-up's result: network weights and task weights of a finished hard-sharing run."""
+        from leannet.runio import safe_torch_load
+
+        checkpoint = run / "checkpoints" / "last.ckpt"
+        if not checkpoint.is_file():
+            raise LeannetError(f"method.init_from: {checkpoint} not found; train the hard-sharing run {run} first "
+                               "(its checkpoints are not published, so a published copy does not count)")
+        state = safe_torch_load(checkpoint).get("state_dict", {})
+        prefix = "method.model."
+        weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and not k.endswith("logits")}
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        if [k for k in missing if k != "policy_logits"] or unexpected or "method.task_weight" not in state:
+            raise LeannetError(f"method.init_from: {checkpoint} is not a multi-task run of this network "
+                               f"({len(missing)} tensors missing, {len(unexpected)} unexpected)")
+        self.task_weight.copy_(state["method.task_weight"])
+        self.balanced.fill_(True)
 
     @staticmethod
     def length(warmup_epochs: int, search_epochs: int) -> int:
@@ -248,7 +309,8 @@ class AdaShareSearch(MultiTask):
         return self.tau0 * (self.tau_final / self.tau0) ** (search_epoch / max(self.search_epochs - 1, 1))
 
     def learnable(self) -> int:
-        return learnable_blocks(self.search_epoch, self.curriculum_speed, self.model.num_blocks)
+        curriculum = learnable_blocks(self.search_epoch, self.curriculum_speed, self.model.num_blocks)
+        return min(curriculum, self.model.num_blocks - self.skip_layer)
 
     def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         if self._policy_optimizer is None:
@@ -262,7 +324,8 @@ class AdaShareSearch(MultiTask):
         return ("warmup" if j < 0 else ("weights", "policy")[j % 2]), max(j, 0) // 2
 
     def train_subset(self, epoch: int, size: int) -> Tensor:
-        """Warm-up and weight epochs train on one half of the training set, policy epochs on the other."""
+        """Warm-up and weight epochs train on one half of the training set, policy epochs on the other (the
+        AdaShare recipe warms up on the whole split instead: a hard-sharing run, ``init_from``)."""
         halves = torch.randperm(size, generator=torch.Generator().manual_seed(self.split_seed))
         return halves[size // 2:] if self.phase_of(epoch)[0] == "policy" else halves[: size // 2]
 
@@ -287,7 +350,7 @@ class AdaShareSearch(MultiTask):
             out = {"loss": loss, "optimizer": ""}
         else:
             loss, parts = self.task_loss(self.model(x, self.sampled_policy()), targets)
-            sp = sparsity_loss(logits, self.learnable())
+            sp = sparsity_loss(logits, self.learnable(), self.sparsity_form)
             sh = sharing_loss(logits, self.sharing_form)
             loss = loss + self.sparsity * sp + self.sharing * sh
             out = {"loss": loss, "optimizer": "policy", "sparsity": sp.detach(), "sharing": sh.detach()}
@@ -309,31 +372,43 @@ class AdaShareSearch(MultiTask):
 
 @register_method("adashare")
 class AdaShare(MultiTask):
-    """The AdaShare recipe: policy search, discrete policy chosen on the validation split, re-train.
+    """The AdaShare recipe: warm-up, policy search, one discrete policy, re-train from scratch.
 
-    Defaults: λ_sp 0.001 / λ_sh 0.05 (the paper's NYU-v2 3-task values), policy Adam 0.01 with weight decay
-    5e-4 (official code), τ from 5 to 0.1 over 10 search epochs after 2 warm-up epochs.
+    Defaults follow the official code (sunxm2357/AdaShare): λ_sp 0.001 / λ_sh 0.05 (NYU-v2 3-task), the
+    official forms of both losses (sparsity summed over tasks, sharing on the execute column), network on
+    SGD 0.9 during the search (``search_optim``), policy Adam 0.01 with weight decay 5e-4, τ from 5 to 0.05
+    over ``search_epochs`` 40, and ``final: argmax``, the most probable policy of the converged distribution.
+    ``final: sample`` draws one policy from softmax(α) (the official code; its paper reports the best of 8
+    re-trained samples on the test set, which we do not do); ``final: best_of_samples`` (not in the official
+    code) scores the argmax and ``samples`` draws by weighted task loss on the validation split (``select_on:
+    val``, or ``policy_half``) with the search network.
 
-    Without ``policy`` one command runs the search (``adashare_search`` with this method's search keys)
-    into ``RUN_DIR/search``, then samples ``samples`` discrete policies from softmax(α) plus the most
-    probable one, keeps the one with the lowest weighted task loss on the validation split
-    (``select_on: val``; ``policy_half`` uses the policy half of the training set when there is no
-    validation split), writes ``RUN_DIR/search/policy.json``, and re-trains a freshly initialised
-    network with that fixed policy (the recipe's ``trainer.max_epochs``). With ``policy`` set it is
-    the fixed-policy re-train alone. ``search_p_execute`` (filled by the search) is the p(execute) grid
-    at its end, kept for the report's policy plot.
+    Without ``policy`` one command runs the warm-up (a hard-sharing run of the recipe on the whole training split
+    into ``RUN_DIR/warmup``, or the finished one named by ``init_from``; ``warmup_epochs`` > 0 warms up inside
+    the search on the weight half instead, as ``adashare_search`` alone does), the search
+    (``adashare_search`` with this method's search keys, ``search_batch_size`` images a step) into
+    ``RUN_DIR/search``, writes the choice to ``RUN_DIR/search/policy.json``, then trains a freshly initialised
+    network with that fixed policy (the recipe's ``trainer.max_epochs``). With ``policy`` set it is the
+    fixed-policy re-train alone. ``search_p_execute`` (filled by the search) is the p(execute) grid at its end.
     """
 
-    def __init__(self, model: nn.Module, num_classes: int, *, policy: list | None = None, samples: int = 8,
-                 select_on: str = "val", warmup_epochs: int = 2, search_epochs: int = 10, tau: float = 5.0,
-                 tau_decay: float = 0.965, tau_final: float | None = 0.1, sparsity: float = 0.001,
-                 sharing: float = 0.05, sharing_form: str = "paper", curriculum_speed: int = 1,
+    def __init__(self, model: nn.Module, num_classes: int, *, policy: list | None = None,
+                 final: str = "argmax", samples: int = 8, select_on: str = "val", search_optim: dict | None = None,
+                 search_batch_size: int | None = None, warmup_epochs: int = 0, search_epochs: int = 40,
+                 tau: float = 5.0, tau_decay: float = 0.965, tau_final: float | None = 0.05,
+                 sparsity: float = 0.001, sparsity_form: str = "official", sharing: float = 0.05,
+                 sharing_form: str = "official", curriculum_speed: int = 1, skip_layer: int = 0,
                  policy_lr: float = 0.01, policy_weight_decay: float = 5e-4, init_noise: float = 0.01,
-                 split_seed: int = 0, task_weights: dict | None = None, balance: str = "none",
-                 balance_batches: int = 4, search_p_execute: list | None = None) -> None:
+                 split_seed: int = 0, init_from: str = "", task_weights: dict | None = None,
+                 balance: str = "none", balance_batches: int = 4, drop_rate: float = 0.0,
+                 search_p_execute: list | None = None) -> None:
         # the search keys are accepted (so a recipe is validated whole) and read by prepare(), not here
         super().__init__(model, num_classes, policy=policy, task_weights=task_weights, balance=balance,
-                         balance_batches=balance_batches)
+                         balance_batches=balance_batches, drop_rate=drop_rate)
+        if final not in FINAL_POLICIES:
+            raise LeannetError(f"unknown method.final '{final}'; valid: {', '.join(FINAL_POLICIES)}")
+        if select_on not in ("val", "policy_half"):
+            raise LeannetError(f"unknown method.select_on '{select_on}'; valid: val, policy_half")
         self.search_p_execute = search_p_execute
 
     def summary(self) -> dict[str, Any]:
@@ -351,10 +426,50 @@ class AdaShare(MultiTask):
                             source="adashare stage 2")
 
 
-def search_policy(config: DictConfig, stage: Path) -> tuple[list[list[int]], list[list[float]]]:
-    """Run (or reuse) the search in ``stage`` and choose the discrete policy; returns it (K×L 0/1) and the
-    final p(execute) grid."""
+def search_config(config: DictConfig) -> dict[str, Any]:
+    """The recipe of an AdaShare run's search stage: ``adashare_search`` with the run's search keys, the search
+    optimizer (``search_optim`` over the recipe's, SGD 0.9 by default), a constant learning rate, and no
+    warm-up epochs when ``init_from`` supplies the warmed-up network."""
+    from leannet.config import to_dict
+
+    method = to_dict(config.method)
+    search = {"name": "adashare_search", **{k: method[k] for k in (*SEARCH_KEYS, "task_weights", "balance",
+                                                                   "balance_batches") if k in method}}
+    if search.get("init_from"):
+        search["init_from"] = str(search["init_from"]).replace("{seed}", str(config.seed))
+        search["warmup_epochs"] = 0
+    keys = AdaShareSearch.__init__.__kwdefaults__ | search
+    first = to_dict(config)
+    first.update(name=f"{config.name}_search", method=search)
+    first["trainer"] = {**first["trainer"], "max_epochs": AdaShareSearch.length(keys["warmup_epochs"],
+                                                                                keys["search_epochs"])}
+    first["schedule"] = {**first["schedule"], "name": "constant", "warmup_epochs": 0}
+    first["optim"] = {**first["optim"], **SEARCH_OPTIM, **(method.get("search_optim") or {})}
+    if method.get("search_batch_size"):
+        first["data"] = {**first["data"], "batch_size": int(method["search_batch_size"])}
+    return first
+
+
+def warm_up(config: DictConfig, run_dir: Path) -> Path:
+    """Stage 0: hard sharing with the recipe's optimizer and epochs on the whole training split (or reuse it)."""
     from leannet.config import merge_recipe, to_dict
+    from leannet.train.run import train
+
+    if not (run_dir / "results.json").is_file():
+        method = to_dict(config.method)
+        warm = to_dict(config)
+        warm.update(name=f"{config.name}_warmup", method={"name": "multitask", **{
+            k: method[k] for k in ("task_weights", "balance", "balance_batches") if k in method}})
+        print(f"adashare stage 0/2: warm-up by hard sharing in {run_dir}", flush=True)
+        train(merge_recipe(warm, source="adashare warm-up"), run_dir=run_dir,
+              resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
+    return run_dir
+
+
+def search_policy(config: DictConfig, stage: Path) -> tuple[list[list[int]], list[list[float]]]:
+    """Run (or reuse) the search in ``stage`` and choose the discrete policy (``method.final``); returns it
+    (K×L 0/1) and the final p(execute) grid."""
+    from leannet.config import merge_recipe
     from leannet.train.run import load_trained, train
 
     record = stage / "policy.json"
@@ -364,42 +479,44 @@ def search_policy(config: DictConfig, stage: Path) -> tuple[list[list[int]], lis
             return saved["chosen"], saved["p_execute"]
         except (ValueError, KeyError) as error:
             raise LeannetError(f"{record} is corrupt ({error}); delete it to choose the policy again") from None
-    method = to_dict(config.method)
-    search = {"name": "adashare_search", **{k: method[k] for k in (*SEARCH_KEYS, "task_weights", "balance",
-                                                                   "balance_batches") if k in method}}
-    first = to_dict(config)
-    keys = AdaShareSearch.__init__.__kwdefaults__ | search
-    epochs = AdaShareSearch.length(keys["warmup_epochs"], keys["search_epochs"])
-    first.update(name=f"{config.name}_search", method=search)
-    first["trainer"] = {**first["trainer"], "max_epochs": epochs}
-    first["schedule"] = {**first["schedule"], "name": "constant", "warmup_epochs": 0}
+    if not config.method.get("init_from") and not config.method.get("warmup_epochs", 0):
+        warmup = warm_up(config, stage.parent / "warmup")
+        config = merge_recipe(config, {"method": {"init_from": str(warmup)}}, source="adashare warm-up")
+    first = search_config(config)
     if not (stage / "results.json").is_file():
-        print(f"adashare stage 1/2: policy search ({epochs} epochs) in {stage}", flush=True)
+        print(f"adashare stage 1/2: policy search ({first['trainer']['max_epochs']} epochs) in {stage}", flush=True)
         train(merge_recipe(first, source="adashare stage 1"), run_dir=stage,
               resume=(stage / "checkpoints" / "last.ckpt").is_file())
     _, built = load_trained(stage, "last")
     searcher: AdaShareSearch = built.method
     logits = searcher.model.policy_logits.detach()
+    always = searcher.model.num_blocks - searcher.skip_layer  # blocks the policy may skip: the last ones
     generator = torch.Generator().manual_seed(int(config.seed))
+    final = config.method.get("final", "argmax")
     candidates = [execute_probability(logits) >= 0.5]
-    candidates += [sample_discrete(logits, generator) for _ in range(int(method.get("samples", 8)))]
-    select_on = method.get("select_on", "val")
-    if select_on not in ("val", "policy_half"):
-        raise LeannetError(f"unknown method.select_on '{select_on}'; valid: val, policy_half")
-    loader = built.loaders.val if select_on == "val" else built.loaders.train
-    if loader is None:
-        raise LeannetError("method.select_on=val needs a validation split: set data.val_size > 0 "
-                           "(or method.select_on=policy_half)")
-    if select_on == "policy_half":
-        loader.set_subset(searcher.train_subset(searcher.warmup_epochs + 1, loader.num_items))
-    losses = [policy_loss(searcher, loader, c) for c in candidates]
-    best = min(range(len(candidates)), key=losses.__getitem__)
+    if final != "argmax":
+        draws = 1 if final == "sample" else int(config.method.get("samples", 8))
+        candidates = ([] if final == "sample" else candidates) + [sample_discrete(logits, generator)
+                                                                  for _ in range(draws)]
+    candidates = [apply_curriculum(policy_tensor(c), always)[..., 0].bool() for c in candidates]
+    losses: list[float] = []
+    best = 0
+    if final == "best_of_samples":
+        select_on = config.method.get("select_on", "val")
+        loader = built.loaders.val if select_on == "val" else built.loaders.train
+        if loader is None:
+            raise LeannetError("method.select_on=val needs a validation split: set data.val_size > 0 "
+                               "(or method.select_on=policy_half)")
+        if select_on == "policy_half":
+            loader.set_subset(searcher.train_subset(searcher.warmup_epochs + 1, loader.num_items))
+        losses = [policy_loss(searcher, loader, c) for c in candidates]
+        best = min(range(len(candidates)), key=losses.__getitem__)
     chosen = candidates[best].int().tolist()
     stage.mkdir(parents=True, exist_ok=True)
-    write_json(record, {"tasks": searcher.tasks, "chosen": chosen, "chosen_index": best,
+    write_json(record, {"tasks": searcher.tasks, "final": final, "chosen": chosen, "chosen_index": best,
                         "candidates": [c.int().tolist() for c in candidates], "losses": losses,
-                        "select_on": select_on, "p_execute": execute_probability(logits).tolist()})
-    print(f"adashare stage 2/2: policy {chosen} (loss {losses[best]:.4f} on {select_on}); re-training", flush=True)
+                        "p_execute": execute_probability(logits).tolist()})
+    print(f"adashare stage 2/2: policy {chosen} ({final}); re-training", flush=True)
     return chosen, execute_probability(logits).tolist()
 
 

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from leannet.errors import LeannetError
 
 # Lightning's accepted `precision` strings (lightning.fabric.connector._PRECISION_INPUT)
@@ -111,8 +113,9 @@ def check_resume(module: Any, checkpoint: str | Path) -> None:
     saved = safe_torch_load(checkpoint).get("state_dict", {})
     own = module.state_dict()
     missing = sorted(set(own) - set(saved))
-    extra = sorted(k for k in set(saved) - set(own) if saved[k].is_floating_point())
-    shapes = sorted(k for k in set(own) & set(saved) if tuple(own[k].shape) != tuple(saved[k].shape))
+    extra = sorted(k for k in set(saved) - set(own) if torch.is_tensor(saved[k]) and saved[k].is_floating_point())
+    shapes = sorted(k for k in set(own) & set(saved) if torch.is_tensor(own[k])  # (not a module's extra state)
+                    and tuple(own[k].shape) != tuple(getattr(saved[k], "shape", ())))
     if missing or extra or shapes:
         first = (shapes or missing or extra)[0]
         raise LeannetError(

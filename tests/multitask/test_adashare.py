@@ -115,6 +115,15 @@ def test_sparsity_and_sharing_losses():
     partial = logits.clone()
     partial[:, :3, 1] = 10.0
     assert torch.isclose(sparsity_loss(partial, learnable=1), torch.log(torch.tensor(2.0)))
+    # official form: the per-task means are summed (here 2 tasks)
+    assert torch.isclose(sparsity_loss(logits, form="official"), 2 * torch.log(torch.tensor(2.0)))
+    uneven = logits.clone()
+    uneven[0, :, 1] = 2.0  # task 0 leans to skipping
+    per_task = -torch.log_softmax(uneven, -1)[..., 1].mean(-1)
+    assert torch.isclose(sparsity_loss(uneven, form="official"), per_task.sum())
+    assert torch.isclose(sparsity_loss(uneven), per_task.mean())
+    with pytest.raises(LeannetError, match="valid forms"):
+        sparsity_loss(logits, form="mean")
     assert sharing_loss(logits) == 0
     w = sharing_weights(4)
     assert torch.allclose(w, torch.tensor([1.0, 0.75, 0.5, 0.25]))  # early blocks cost more to split
@@ -182,6 +191,21 @@ def test_search_schedule_halves_tau_and_curriculum():
     assert method.learnable() == 1 and method.eval_policy()[:, :3, 0].eq(1).all()
 
 
+def test_search_defaults_are_the_official_codes():
+    defaults = AdaShareSearch.__init__.__kwdefaults__
+    assert defaults["sharing_form"] == defaults["sparsity_form"] == "official" and defaults["tau_final"] <= 0.05
+
+
+def test_skip_layer_keeps_the_first_blocks_out_of_the_policy():
+    method = AdaShareSearch(tiny_net(), 5, warmup_epochs=0, search_epochs=8, skip_layer=2)
+    method.start_epoch(2 * 7)  # the last search epoch: the curriculum has unlocked every block
+    assert method.learnable() == 2
+    u = method.sampled_policy()
+    assert torch.equal(u[:, :2], policy_tensor(torch.ones(3, 2, dtype=torch.bool)))
+    with pytest.raises(LeannetError, match="skip_layer"):
+        AdaShareSearch(tiny_net(), 5, skip_layer=4)
+
+
 def test_curriculum_in_policy_epochs_freezes_locked_block_logits():
     net = tiny_net()
     method = AdaShareSearch(net, 5, warmup_epochs=0, search_epochs=4, sharing=0.0, init_noise=0.0)
@@ -225,3 +249,105 @@ def test_discrete_policies_and_params():
     assert none < full
     with pytest.raises(LeannetError):
         net(torch.randn(1, 3, 8, 8), torch.zeros(2, 4, 2))
+
+
+# ---- per-task BatchNorm statistics --------------------------------------------------------------------------
+
+def _stats(net: AdaShareNet, block: int, task: int) -> torch.Tensor:
+    return net.blocks[block].bn1.task_running_mean[task]
+
+
+def test_each_task_keeps_the_running_statistics_of_its_own_path():
+    """Tasks 0 and 1 take different paths before block 2 (task 1 skips block 1): block 2's statistics must be
+    those of each task's own input, not one average over both."""
+    net = tiny_net()
+    execute = torch.ones(3, 4, dtype=torch.bool)
+    execute[1, 1] = False
+    u = policy_tensor(execute)
+    x, _ = batch(8)
+    net.train()
+    net(x, u)
+    with torch.no_grad():  # each task's input to block 2, along its own path, with the stats before the update
+        reference = tiny_net()
+        stem = reference.stem.train()(x)
+        h1 = reference.blocks[0].for_tasks((0, 1, 2))(stem)
+        paths = {0: reference.blocks[1].for_tasks((0, 2))(h1), 1: reference.blocks[1].shortcut(h1)}
+        for task, h in paths.items():
+            inside = reference.blocks[2].conv1(h)
+            expected = 0.9 * 0 + 0.1 * inside.mean((0, 2, 3))
+            torch.testing.assert_close(_stats(net, 2, task), expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(_stats(net, 2, 0), _stats(net, 2, 1))
+    torch.testing.assert_close(_stats(net, 2, 0), _stats(net, 2, 2))  # same path, same statistics
+    assert torch.equal(_stats(net, 1, 1), torch.zeros_like(_stats(net, 1, 1)))  # never ran block 1
+
+
+def test_eval_uses_each_tasks_own_statistics():
+    """After training along different paths, evaluating each task alone (single-task network with that task's
+    statistics) gives the same prediction as the multi-task network."""
+    net = tiny_net()
+    execute = torch.ones(3, 4, dtype=torch.bool)
+    execute[1, 1] = False
+    u = policy_tensor(execute)
+    net.train()
+    for seed in range(3):
+        net(torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(seed)), u)
+    net.eval()
+    x, _ = batch(4)
+    together = net(x, u)
+    for t, name in enumerate(net.task_names):  # one task at a time, its own path
+        h = net.stem(x)
+        for l, block in enumerate(net.blocks):
+            block.for_tasks((t,))
+            h = block(h) if execute[t, l] else block.shortcut(h)
+        torch.testing.assert_close(together[name], net.heads[name](h, x.shape[-2:]))
+
+
+def test_hard_sharing_is_unchanged_by_per_task_statistics():
+    """With every task on every block, training and evaluation equal one plain BatchNorm per layer."""
+    net = tiny_net()
+    plain = tiny_net()
+    for block in plain.blocks:  # the same network with the wrapped norms unwrapped
+        for name in ("bn1", "bn2"):
+            setattr(block, name, getattr(block, name).norm)
+        if isinstance(block.shortcut, torch.nn.Sequential):
+            block.shortcut[1] = block.shortcut[1].norm
+    for layer in (m for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        layer._non_persistent_buffers_set.clear()
+    net.train(), plain.train()
+    for seed in range(3):
+        x = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+        a, b = net(x), plain(x)
+        for t in TASKS:
+            assert torch.equal(a[t], b[t])
+    net.eval(), plain.eval()
+    x, _ = batch(4)
+    a, b = net(x), plain(x)
+    for t in TASKS:
+        assert torch.equal(a[t], b[t])
+    for k in range(3):
+        assert torch.equal(net.blocks[3].bn2.task_running_var[k], plain.blocks[3].bn2.running_var)
+
+
+def test_soft_policies_update_each_tasks_statistics_separately():
+    net = tiny_net()
+    net.train()
+    u = gumbel_policy(net.policy_logits.detach().requires_grad_(True), tau=1.0)
+    net(torch.randn(4, 3, 8, 8), u)
+    first = net.blocks[0].bn1.task_running_mean  # the same input (the stem) for every task
+    assert torch.equal(first[0], first[1]) and first.abs().sum() > 0
+    rows = net.blocks[1].bn1.task_running_mean  # after block 0's task-specific soft mixture
+    assert not torch.equal(rows[0], rows[1]) and not torch.equal(rows[1], rows[2])
+
+
+def test_state_dict_carries_the_task_order():
+    net = tiny_net()
+    other = AdaShareNet({"depth": 1, "segmentation": 5, "normals": 3}, widths=(4, 8), blocks=(2, 2), strides=(1, 2),
+                        head_dilations=(1,))
+    with pytest.raises(LeannetError, match="order"):
+        other.load_state_dict(net.state_dict(), strict=False)
+    tiny_net(1).load_state_dict(net.state_dict())
+
+
+def test_gumbel_policy_refuses_a_zero_temperature():
+    with pytest.raises(LeannetError, match="tau"):
+        gumbel_policy(torch.zeros(2, 3, 2), tau=0)

@@ -46,15 +46,45 @@ def test_hard_single_fixed_and_random_policies(tiny, tmp_path):
     assert rand["executed_blocks"] == fixed["executed_blocks"]
     assert fixed["deployed_params"] == hard["deployed_params"]  # every block is still run by some task
     weights = hard["task_weights"]  # balance: grad_norm in the recipe
+    # measured under hard sharing, so every variant of one seed gets the same task weights
+    assert fixed["task_weights"] == weights == rand["task_weights"]
     assert len(set(np.round(list(weights.values()), 6))) == 3 and np.mean(list(weights.values())) > 0
     rows = (tmp_path / "runs" / "hard" / "metrics.csv").read_text().splitlines()
     assert "val/segmentation/miou" in rows[0] and "val/loss" in rows[0] and len(rows) == 2
 
 
-def test_adashare_searches_chooses_on_val_and_retrains(tiny, tmp_path):
-    result = train(tiny("name=ada", "method.name=adashare", *SEARCH))
+def test_adashare_from_a_hard_run_keeps_the_argmax_policy(tiny, tmp_path):
+    """The default recipe: the search starts from a finished hard-sharing run (its weights and task weights),
+    trains the network with SGD 0.9, and keeps the most probable policy (blocks before skip_layer executed)."""
+    hard = train(tiny("name=hard"))
+    result = train(tiny("name=ada", "method.name=adashare", "method.search_epochs=2",
+                        f"method.init_from={tmp_path}/runs/hard", "method.skip_layer=1"))
+    stage = tmp_path / "runs" / "ada" / "search"
+    record = json.loads((stage / "policy.json").read_text())
+    p = np.array(record["p_execute"])
+    expected = (p >= 0.5).astype(int)
+    expected[:, :1] = 1
+    assert record["final"] == "argmax" and record["chosen"] == expected.tolist() == result["policy"]
+    search = load_recipe(stage / "config.yaml")
+    assert search.optim.name == "sgd" and search.optim.momentum == 0.9 and search.schedule.name == "constant"
+    assert len((stage / "metrics.csv").read_text().splitlines()) == 1 + 4  # no warm-up epoch: 2 × (weights, policy)
+    assert json.loads((stage / "results.json").read_text())["task_weights"] == hard["task_weights"]
+    assert result["task_weights"] == hard["task_weights"]
+
+
+def test_adashare_without_a_hard_run_warms_up_by_hard_sharing_first(tiny, tmp_path):
+    result = train(tiny("name=ada", "method.name=adashare", "method.search_epochs=1"))
+    warm = json.loads((tmp_path / "runs" / "ada" / "warmup" / "results.json").read_text())
+    assert warm["executed_blocks"] == {"segmentation": 3, "depth": 3, "normals": 3}
+    search = load_recipe(tmp_path / "runs" / "ada" / "search" / "config.yaml")
+    assert search.method.init_from == str(tmp_path / "runs" / "ada" / "warmup")
+    assert result["task_weights"] == warm["task_weights"]
+
+
+def test_adashare_best_of_samples_chooses_on_val_and_retrains(tiny, tmp_path):
+    result = train(tiny("name=ada", "method.name=adashare", "method.final=best_of_samples", *SEARCH))
     record = json.loads((tmp_path / "runs" / "ada" / "search" / "policy.json").read_text())
-    assert record["select_on"] == "val" and len(record["candidates"]) == 3 == len(record["losses"])
+    assert record["final"] == "best_of_samples" and len(record["candidates"]) == 3 == len(record["losses"])
     assert record["chosen"] == record["candidates"][int(np.argmin(record["losses"]))] == result["policy"]
     assert np.array(result["search_p_execute"]).shape == (3, 3)
     search_rows = (tmp_path / "runs" / "ada" / "search" / "metrics.csv").read_text().splitlines()
@@ -115,7 +145,11 @@ def test_bad_multitask_settings_are_one_line_errors(tiny, tmp_path):
     with pytest.raises(LeannetError, match="cannot read the executed blocks"):
         train(tiny(f"method.random_like={tmp_path}/nowhere"))
     with pytest.raises(LeannetError, match="set data.val_size > 0"):
-        train(tiny("data.val_size=0", "method.name=adashare", *SEARCH))
+        train(tiny("data.val_size=0", "method.name=adashare", "method.final=best_of_samples", *SEARCH))
+    with pytest.raises(LeannetError, match="valid: argmax, sample, best_of_samples"):
+        train(tiny("method.name=adashare", "method.final=best"))
+    with pytest.raises(LeannetError, match="init_from.*not found"):
+        train(tiny("method.name=adashare", f"method.init_from={tmp_path}/none"))
     with pytest.raises(LeannetError, match="data.args.tasks"):
         train(tiny("data.args.tasks=[colour]"))
 
@@ -143,6 +177,7 @@ def test_search_makes_the_conflicting_tasks_last_block_private(sharing, tmp_path
         "data.val_size=0", "data.batch_size=20", "model.args.widths=[8,16,16]", "trainer.progress=none",
         f"out_dir={tmp_path}/runs", "method.name=adashare_search", "method.warmup_epochs=2", "method.search_epochs=12",
         "method.sparsity=0.01", f"method.sharing={sharing}", "method.balance=none", "method.policy_lr=0.05",
+        "method.sharing_form=paper", "method.sparsity_form=paper", "method.tau_final=0.1",
         "trainer.max_epochs=26", "schedule.name=constant", "seed=0"])
     p = np.array(train(config)["p_execute"])
     if sharing == 0:
