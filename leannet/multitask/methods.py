@@ -515,9 +515,22 @@ def search_policy(config: DictConfig, stage: Path) -> tuple[list[list[int]], lis
     stage.mkdir(parents=True, exist_ok=True)
     write_json(record, {"tasks": searcher.tasks, "final": final, "chosen": chosen, "chosen_index": best,
                         "candidates": [c.int().tolist() for c in candidates], "losses": losses,
-                        "p_execute": execute_probability(logits).tolist()})
+                        "p_execute": execute_probability(logits).tolist(),
+                        "p_execute_per_epoch": search_trajectory(stage, searcher)})
     print(f"adashare stage 2/2: policy {chosen} ({final}); re-training", flush=True)
     return chosen, execute_probability(logits).tolist()
+
+
+def search_trajectory(stage: Path, searcher: AdaShareSearch) -> list[list[list[float]]]:
+    """p(execute) [epoch][task][block] after every policy epoch of the search in ``stage``: the (frozen) values
+    logged in the weight epoch that follows it (its metrics.csv), and the final logits for the last one."""
+    from leannet.runio import epoch_metrics
+
+    tasks, blocks = searcher.tasks, range(searcher.model.num_blocks)
+    after = [r for r in epoch_metrics(stage) if searcher.phase_of(int(r["epoch"]))[0] == "weights"
+             and searcher.phase_of(int(r["epoch"]))[1] >= 1]
+    rows = [[[float(r[f"train/p_execute/{t}/{l}"]) for l in blocks] for t in tasks] for r in after]
+    return rows + [execute_probability(searcher.model.policy_logits.detach()).tolist()]
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ from leannet.multitask.metrics import HIGHER_IS_BETTER, delta_m
 
 SINGLE = "single-task"
 REFERENCE = "hard"
+RANDOM = "random"
 
 
 def load_runs(paths: list[Path]) -> list[dict[str, Any]]:
@@ -46,8 +47,10 @@ def load_runs(paths: list[Path]) -> list[dict[str, Any]]:
             if m and m.group(1) in metrics and m.group(2) in HIGHER_IS_BETTER:
                 metrics[m.group(1)][m.group(2)] = value
         variant = f.parent.parent.name if re.fullmatch(r"seed\d+", f.parent.name) else run.get("name", f.parent.name)
+        search = f.parent / "search" / "policy.json"
+        trajectory = json.loads(search.read_text()).get("p_execute_per_epoch") if search.is_file() else None
         runs.append({**run, "variant": SINGLE if len(run["tasks"]) == 1 else variant, "metrics": metrics,
-                     "file": str(f)})
+                     "file": str(f), "search_trajectory": trajectory})
     if not runs:
         where = ", ".join(map(str, paths))
         raise LeannetError(f"no multi-task results under {where} ({len(found)} results.json files, none of a "
@@ -91,6 +94,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 row[f"delta/{task}"] = _ms([d[1][task] for d in deltas])
         row["params"] = _ms([r["deployed_params"] for r in group])
         row["avg_executed_blocks"] = _ms([float(np.mean(list(r["executed_blocks"].values()))) for r in group])
+        row["executed_blocks"] = {t: _ms([float(r["executed_blocks"][t]) for r in group])
+                                  for t in group[0]["executed_blocks"]}
         row["num_blocks"] = group[0]["num_blocks"]
         row["seconds"] = _ms([r["train_seconds"] for r in group])
         searched = [np.array(r["search_p_execute"]) for r in group if r.get("search_p_execute")]
@@ -98,15 +103,23 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             row["p_execute_spread"] = _ms([float((p.max(0) - p.min(0)).max()) for p in searched])
             row["p_execute_range"] = [float(min(p.min() for p in searched)), float(max(p.max() for p in searched))]
         out[variant] = row
-    reference = out.get(REFERENCE, {}).get("delta_m_per_seed")
     for variant, row in out.items():
-        if reference and variant != REFERENCE and "delta_m_per_seed" in row:
-            ref = dict(zip(out[REFERENCE]["seeds"], reference, strict=True))
-            diffs = [d - ref[s] for s, d in zip(row["seeds"], row["delta_m_per_seed"], strict=True) if s in ref]
-            if diffs:
-                row["vs_hard"] = _ms(diffs)
-                row["vs_hard_wins"] = [sum(d > 0 for d in diffs), len(diffs), sum(d == 0 for d in diffs)]
+        for reference in (REFERENCE, SINGLE, *([RANDOM] if variant.startswith("adashare") else [])):
+            if reference != variant:
+                _pair(row, out.get(reference, {}), reference)
     return out
+
+
+def _pair(row: dict[str, Any], reference: dict[str, Any], name: str) -> None:
+    """``vs_<name>``: mean ± std over shared seeds of Δm − Δm(reference), and [better, n, equal]."""
+    if "delta_m_per_seed" not in row or "delta_m_per_seed" not in reference:
+        return
+    ref = dict(zip(reference["seeds"], reference["delta_m_per_seed"], strict=True))
+    diffs = [d - ref[s] for s, d in zip(row["seeds"], row["delta_m_per_seed"], strict=True) if s in ref]
+    if diffs:
+        key = "vs_" + ("single" if name == SINGLE else name)
+        row[key] = _ms(diffs)
+        row[key + "_wins"] = [sum(d > 0 for d in diffs), len(diffs), sum(d == 0 for d in diffs)]
 
 
 def _order(run: dict[str, Any]) -> int:
@@ -136,22 +149,31 @@ def markdown(summary: dict[str, Any]) -> str:
                 cells = [_fmt(summary[v][k], k.split("/")[1]) if k in summary[v] else "–" for k in keys]
                 lines.append(f"| {v} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["| variant | Δm % ↑ | Δm − Δm(hard), paired | " + " | ".join(f"Δ {t} %" for t in tasks)
-              + " | params | avg executed blocks / task | p(execute): range, spread across tasks | train s | seeds |",
-              "|---" * (len(tasks) + 8) + "|"]
+    pairs = [("hard", "vs_hard"), ("single-task", "vs_single"), ("random", "vs_random")]
+    lines += ["| variant | Δm % ↑ | " + " | ".join(f"Δm − Δm({name}), paired" for name, _ in pairs) + " | "
+              + " | ".join(f"Δ {t} %" for t in tasks)
+              + " | params | executed blocks per task | p(execute): range, spread across tasks | train s | seeds |",
+              "|---" * (len(tasks) + len(pairs) + 7) + "|"]
     for v in variants:
         row = summary[v]
         deltas = [_pm(row[f"delta/{t}"], 2) if f"delta/{t}" in row else "–" for t in tasks]
-        if "vs_hard" in row:
-            better, n, ties = row["vs_hard_wins"]
-            paired = f"{_pm(row['vs_hard'], 2)} ({better}/{n} seeds better" + (f", {ties} equal)" if ties else ")")
-        else:
-            paired = "–"
-        lines.append(f"| {v} | {_pm(row['delta_m'], 2) if 'delta_m' in row else '–'} | {paired} | "
+        paired = [_paired_cell(row, key) for _, key in pairs]
+        blocks = ", ".join(f"{b[0]:.1f}" for b in row["executed_blocks"].values()) if "executed_blocks" in row else "–"
+        lines.append(f"| {v} | {_pm(row['delta_m'], 2) if 'delta_m' in row else '–'} | " + " | ".join(paired) + " | "
                      + " | ".join(deltas)
-                     + f" | {row['params'][0]:,.0f} | {row['avg_executed_blocks'][0]:.2f} / {row['num_blocks']}"
+                     + f" | {row['params'][0]:,.0f} | {blocks} of {row['num_blocks']}"
                      + f" | {_policy_cell(row)} | {row['seconds'][0]:.0f} | {', '.join(map(str, row['seeds']))} |")
+    order = ", ".join(next((list(r["executed_blocks"]) for r in summary.values() if "executed_blocks" in r), []))
+    lines += ["", f"Executed blocks per task in the order {order}; paired columns: mean ± std over shared seeds "
+              "of the per-seed difference, and how many seeds favour the row."]
     return "\n".join(lines) + "\n"
+
+
+def _paired_cell(row: dict[str, Any], key: str) -> str:
+    if key not in row:
+        return "–"
+    better, n, ties = row[key + "_wins"]
+    return f"{_pm(row[key], 2)} ({better}/{n} better" + (f", {ties} equal)" if ties else ")")
 
 
 def _policy_cell(row: dict[str, Any]) -> str:
@@ -198,6 +220,30 @@ def plot_policy(run: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def plot_search(run: dict[str, Any], path: Path) -> Path:
+    """p(execute) of every block after each policy epoch of the search, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = np.array(run["search_trajectory"])  # [epoch, task, block]
+    fig, axes = plt.subplots(1, p.shape[1], figsize=(3.2 * p.shape[1], 2.8), sharey=True, squeeze=False)
+    colours = plt.cm.viridis(np.linspace(0, 1, p.shape[2]))
+    for t, ax in enumerate(axes[0]):
+        for l in range(p.shape[2]):
+            ax.plot(range(1, p.shape[0] + 1), p[:, t, l], color=colours[l], lw=1, label=f"block {l + 1}")
+        ax.set(title=run["tasks"][t], xlabel="search epoch", ylim=(0, 1))
+    axes[0][0].set_ylabel("p(execute)")
+    axes[0][-1].legend(fontsize=6, ncol=2)
+    fig.suptitle(f"{run['variant']}, seed {run['seed']}: the policy during the search", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def write_report(runs: list[dict[str, Any]], out: Path) -> str:
     """Write ``summary.json``, ``table.md`` and one policy grid per searched run (``policy_<variant>_seed<N>.png``)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -208,4 +254,6 @@ def write_report(runs: list[dict[str, Any]], out: Path) -> str:
     for r in runs:
         if r.get("search_p_execute"):
             plot_policy(r, out / f"policy_{r['variant']}_seed{r['seed']}.png")
+        if r.get("search_trajectory"):
+            plot_search(r, out / f"search_{r['variant']}_seed{r['seed']}.png")
     return text

@@ -106,7 +106,7 @@ def load_suite(
     return OmegaConf.to_object(suite), runs
 
 
-PUBLISHED_FILES = ("results.json", "metrics.csv", "config.yaml")
+PUBLISHED_FILES = ("results.json", "metrics.csv", "config.yaml", "search/policy.json")  # the last: AdaShare's
 REPORT_PAGES = ("report.md", "curves.png", "firing_rates.png", "spike_raster.png")
 ORDER_FILE = "suite.json"  # variant order, so `leannet report out_dir` keeps the suite's row order
 
@@ -117,6 +117,7 @@ def publish(run: SuiteRun, results_dir: str | Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     for name in PUBLISHED_FILES:
         if (run.run_dir / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run.run_dir / name, target / name)
     return target
 

@@ -70,6 +70,13 @@ def test_adashare_from_a_hard_run_keeps_the_argmax_policy(tiny, tmp_path):
     assert len((stage / "metrics.csv").read_text().splitlines()) == 1 + 4  # no warm-up epoch: 2 × (weights, policy)
     assert json.loads((stage / "results.json").read_text())["task_weights"] == hard["task_weights"]
     assert result["task_weights"] == hard["task_weights"]
+    trajectory = np.array(record["p_execute_per_epoch"])  # after each of the 2 policy epochs
+    assert trajectory.shape == (2, 3, 3) and np.allclose(trajectory[-1], p)
+    write_report(load_runs([tmp_path / "runs"]), tmp_path / "report")
+    assert (tmp_path / "report" / "search_ada_seed0.png").is_file()
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["ada"]["vs_hard"][0] == pytest.approx(summary["ada"]["delta_m"][0] - summary["hard"]["delta_m"][0]) \
+        if "delta_m" in summary["ada"] else summary["ada"]["executed_blocks"]["depth"][0] == expected[1].sum()
 
 
 def test_adashare_without_a_hard_run_warms_up_by_hard_sharing_first(tiny, tmp_path):
