@@ -73,6 +73,13 @@ def test_exits_follow_the_models_dtype_and_device():
     assert {p.dtype for p in net.parameters()} == {torch.float32}
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_exits_follow_a_cuda_model():
+    net = SelfDistillation(resnet8().cuda())
+    assert {p.device.type for p in net.parameters()} == {"cuda"}
+    assert net(torch.randn(2, 1, 16, 16, device="cuda")).exit_logits[0].device.type == "cuda"
+
+
 def test_exit_at_stops_the_backbone():
     model = resnet8().eval()
     net = SelfDistillation(model).eval()
