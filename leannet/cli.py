@@ -22,6 +22,8 @@ EPILOG_TRAIN = """examples:
   leannet train --resume runs/fashion_mnist            # continue an interrupted run exactly
   leannet train recipe.yaml trainer.devices=2 trainer.strategy=ddp trainer.accelerator=cpu
 """
+ALLOW_PLUGINS = ("import the plug-ins (.py files, modules) the run folder's config.yaml names: code, so only "
+                 "for run folders you trust")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -33,12 +35,23 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     if args.resume:
         overrides = ([args.recipe] if args.recipe else []) + args.overrides
+        _plugin_consent(args.resume, overrides, args.allow_plugins, "leannet train --resume")
         results = resume(args.resume, overrides)
     else:
         if not args.recipe:
             raise LeannetError("give a recipe (e.g. recipes/baseline/fashion_mnist.yaml) or --resume RUN_DIR")
         results = train(load_recipe(args.recipe, args.overrides))
     print(json.dumps(results, indent=2))
+
+
+def _plugin_consent(run_dir: str, overrides: list[str], allowed: bool, command: str) -> None:
+    """A run folder may come from someone else: import the plug-ins its config names only with --allow-plugins."""
+    from leannet.config import load_recipe
+    from leannet.plugins import require_consent
+
+    config = Path(run_dir) / "config.yaml"
+    if config.is_file():  # else the command's own error says what is missing
+        require_consent(load_recipe(config, overrides).plugins, config, allowed, command)
 
 
 def cmd_suite(args: argparse.Namespace) -> None:
@@ -77,6 +90,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from leannet.train.run import load_trained, quiet_lightning
 
     quiet_lightning()
+    _plugin_consent(args.run_dir, [], args.allow_plugins, "leannet eval")
     config, built = load_trained(args.run_dir, args.checkpoint)
     loaders = built.loaders
     if args.data:
@@ -117,6 +131,7 @@ def cmd_repro(args: argparse.Namespace) -> None:
 def cmd_explain(args: argparse.Namespace) -> None:
     from leannet.explain.report import explain_run
 
+    _plugin_consent(args.run_dir, [], args.allow_plugins, "leannet explain")
     print(json.dumps(explain_run(
         args.run_dir, args.layer, args.probe, max_length=args.max_length, beam=args.beam, count=args.count,
         quantile=args.quantile, length_penalty=args.length_penalty, candidate_limit=args.candidate_limit,
@@ -168,6 +183,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", nargs="?", help="recipe YAML, e.g. recipes/baseline/fashion_mnist.yaml")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.05 seed=1")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    t.add_argument("--allow-plugins", action="store_true", help=ALLOW_PLUGINS)
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("suite", help="run variants of a recipe over seeds and report",
@@ -201,6 +217,7 @@ def parser() -> argparse.ArgumentParser:
                    help="the last epoch's weights or the best validation checkpoint (default last)")
     e.add_argument("--data", help="evaluate on another dataset (same classes), e.g. mnist")
     e.add_argument("--root", help="data directory for --data")
+    e.add_argument("--allow-plugins", action="store_true", help=ALLOW_PLUGINS)
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("report", help="markdown table + learning curves of run directories")
@@ -252,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--top", type=int, default=6, help="images per unit in the report")
     x.add_argument("--out", help="output folder (default RUN_DIR/explain/LAYER)")
     x.add_argument("--cache-dir", help="stream activations into a .npy memory map here (for probes too big for memory)")
+    x.add_argument("--allow-plugins", action="store_true", help=ALLOW_PLUGINS)
     x.set_defaults(func=cmd_explain)
 
     d = sub.add_parser("data", help="dataset utilities")

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from leannet.errors import LeannetError
+from leannet.plugins import absolute_spec
 
 
 @dataclass
@@ -216,7 +217,9 @@ def merge_recipe(*layers: dict[str, Any] | DictConfig, source: str = "recipe") -
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> DictConfig:
-    """Load a recipe YAML (or the defaults when `path` is None) and apply `key=value` overrides."""
+    """Load a recipe YAML (or the defaults when `path` is None) and apply `key=value` overrides.
+
+    Plug-in file paths become absolute (from the current directory): a run folder's config names them so."""
     layers: list[Any] = []
     source = "defaults"
     if path is not None:
@@ -228,6 +231,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> DictConfi
     config = merge_recipe(*layers, source=source)
     if overrides:
         config = merge_recipe(config, parse_overrides(list(overrides)), source="command-line overrides")
+    config.plugins = [absolute_spec(spec) for spec in config.plugins]  # the run folder keeps absolute paths
     return config
 
 

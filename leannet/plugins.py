@@ -8,6 +8,12 @@ lacks (so `build_model("resnet20", norm="rbn")` just works), from three places:
 * installed packages declaring an entry point in the group ``leannet.plugins``
   (``[project.entry-points."leannet.plugins"] mytech = "mypkg.mytech"``);
 * a recipe's ``plugins:`` list: module names or paths of ``.py`` files (a user's own method in one file).
+  A relative path is taken from the current directory when the recipe is loaded and kept absolute in
+  the run folder's ``config.yaml`` (:func:`absolute_spec`), so eval and resume find it from anywhere.
+
+A run folder may come from someone else: the plug-ins its config names are code. `leannet eval`,
+`leannet train --resume` and `leannet explain` import them only with ``--allow-plugins``
+(:func:`require_consent`); the Python functions (``load_trained``, ``resume``) trust their caller.
 
 `leannet list` reads the names from ``catalog.json`` (`leannet.catalog`) instead of importing them.
 """
@@ -54,9 +60,29 @@ def load_plugins(extra: Iterable[str] = ()) -> None:
         _loading = False
 
 
+def is_file_spec(spec: str) -> bool:
+    """Whether a ``plugins:`` entry is the path of a ``.py`` file (else a module name)."""
+    return spec.endswith(".py") or "/" in spec or "\\" in spec
+
+
+def absolute_spec(spec: str) -> str:
+    """A ``plugins:`` entry as a run folder keeps it: a file path made absolute (from the current directory),
+    a module name unchanged."""
+    return str(Path(spec).expanduser().resolve()) if is_file_spec(spec) else spec
+
+
+def require_consent(specs: Iterable[str], source: str | Path, allowed: bool, command: str) -> None:
+    """Refuse, in one line, to go on with the plug-ins ``source`` (a run folder's config.yaml) names unless
+    ``allowed`` (``--allow-plugins``): they are code, and a run folder may come from someone else."""
+    specs = list(specs)
+    if specs and not allowed:
+        raise LeannetError(f"{source} names plug-ins that `{command}` would import and run: {', '.join(specs)}; "
+                           "read them, then pass --allow-plugins to run them")
+
+
 def load_plugin(spec: str) -> None:
     """Import one plug-in: a module name (``mypkg.mytech``) or the path of a ``.py`` file."""
-    if spec.endswith(".py") or "/" in spec or "\\" in spec:
+    if is_file_spec(spec):
         path = Path(spec).expanduser().resolve()
         if not path.is_file():
             raise LeannetError(f"plugin file not found: {spec}; give a path to a .py file or a module name")

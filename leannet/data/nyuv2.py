@@ -91,7 +91,7 @@ def _read_sample(root: Path, entry: list[str], hw: tuple[int, int] | None) -> tu
         image = _png(img_path, "RGB", hw, Image.Resampling.BILINEAR)
         seg = _png(seg_path, "L", hw, Image.Resampling.NEAREST)
         normal = _png(normal_path, "RGB", hw, Image.Resampling.NEAREST)
-        depth = np.load(depth_path).astype(np.float32).squeeze()
+        depth = np.load(depth_path, allow_pickle=False).astype(np.float32).squeeze()
     except (OSError, ValueError) as error:
         raise LeannetError(f"cannot read NYU-v2 sample {entry} under {root} ({one_line(error)})") from error
     if hw is not None and depth.shape != hw:

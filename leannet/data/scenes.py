@@ -320,7 +320,7 @@ def load_scenes(count: int, seed: int = 0, size: int = 64, cache_dir: Path | str
     path = _cache_dir(cache_dir) / f"scenes-v{CACHE_VERSION}-n{count}-seed{seed}-{size}px.npz"
     if path.is_file():
         try:
-            with np.load(path) as data:
+            with np.load(path, allow_pickle=False) as data:
                 return _from_compact({f.name: data[f.name] for f in fields(Scenes)})
         except Exception:  # a corrupt cache is regenerated, never trusted
             path.unlink(missing_ok=True)
@@ -367,7 +367,7 @@ def scenes_source(root: Path, train: bool, size: int = 32, train_count: int = 12
     images = labels = None
     if path.is_file():
         try:
-            with np.load(path) as data:
+            with np.load(path, allow_pickle=False) as data:
                 images, labels = data["image"], data["scene"]
         except Exception:
             path.unlink(missing_ok=True)

@@ -144,6 +144,8 @@ class SelfDistillation(nn.Module):
 
     `forward(x)` returns a `SelfDistillationOutput`; `exit_at(k)` a network that stops at classifier k
     (1-based; k = len(exits)+1 is the deepest); `export()` the plain model without the shallow classifiers.
+    The shallow classifiers take the model's device and dtype when built, and follow it when the model is
+    moved on its own (checked at each forward; `.to()` of the wrapper moves both anyway).
     """
 
     def __init__(
@@ -187,6 +189,16 @@ class SelfDistillation(nn.Module):
             for n in self.exit_names
         )
         self.num_classes = num_classes
+        self._follow_model()
+
+    def _follow_model(self) -> None:
+        """Put the shallow classifiers on the wrapped model's device and dtype (its first parameter's): they
+        are built in the defaults, and the model may be moved on its own (``model.double()``) after wrapping."""
+        param = next(self.model.parameters(), None)
+        mine = next(self.classifiers.parameters(), None)
+        if param is not None and mine is not None and param.is_floating_point() \
+                and (mine.device, mine.dtype) != (param.device, param.dtype):
+            self.classifiers.to(device=param.device, dtype=param.dtype)
 
     # hooks -----------------------------------------------------------------
     def _attach(self) -> None:
@@ -268,6 +280,7 @@ class SelfDistillation(nn.Module):
         return len(self.exit_names) + 1
 
     def forward(self, x: Tensor) -> SelfDistillationOutput:
+        self._follow_model()
         logits, captured = self._run(x)
         exit_logits, exit_features = [], []
         for name, classifier in zip(self.exit_names, self.classifiers, strict=True):
@@ -308,6 +321,7 @@ class EarlyExit(nn.Module):
         self.index = index
 
     def forward(self, x: Tensor) -> Tensor:
+        self.net._follow_model()
         self.net._stop_at = self.index
         try:
             self.net.model(x)

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from leannet.data import build_loaders
 from leannet.errors import LeannetError
-from leannet.evolve.ke import MASK_PREFIX, REINITS, _check, attach_masks, reinitialize, split_masks
+from leannet.evolve.ke import MASK_PREFIX, REINITS, SPLITS, attach_masks, reinitialize, split_masks
 from leannet.evolve.slim import count_macs, slim
 from leannet.models import build_model, count_parameters
 from leannet.runio import atomic_torch_save, read_metrics, safe_torch_load, write_metrics
@@ -147,11 +147,23 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def _check_evolve(evolve: DictConfig) -> None:
+    """Every value of the ``evolve:`` section, each failure one line naming the key and the valid values."""
     if evolve.generations < 1:
-        raise LeannetError(f"evolve.generations must be >= 1 (1 = off), got {evolve.generations}")
-    _check(evolve.split, evolve.rate)
+        raise LeannetError(f"evolve.generations must be >= 1 (1 = off), got {evolve.generations}; "
+                           "set e.g. evolve.generations=5")
+    if evolve.split not in SPLITS:
+        raise LeannetError(f"unknown evolve.split '{evolve.split}'; valid values: {', '.join(SPLITS)}")
+    if not 0.0 < evolve.rate <= 1.0:
+        raise LeannetError(f"evolve.rate must be in (0, 1], got {evolve.rate}; the paper uses evolve.rate=0.5")
     if evolve.reinit not in REINITS:
-        raise LeannetError(f"unknown evolve.reinit '{evolve.reinit}'; valid: {', '.join(REINITS)}")
+        raise LeannetError(f"unknown evolve.reinit '{evolve.reinit}'; valid values: {', '.join(REINITS)}")
+
+
+def _evolving(config: DictConfig) -> bool:
+    """Whether the run trains generations (``evolve.generations > 1``). The section is checked either way, so
+    that a typo in it (``evolve.split=kelz``, ``generations=0``) is an error, not a normal run."""
+    _check_evolve(config.evolve)
+    return config.evolve.generations > 1
 
 
 def _publish_last(run_dir: Path, generation: int) -> None:
@@ -173,7 +185,7 @@ def _merge_metrics(run_dir: Path, generations: int) -> None:
         write_metrics(run_dir / "metrics.csv", rows)
 
 
-@register_loop("evolve", active=lambda config: config.evolve.generations > 1)
+@register_loop("evolve", active=_evolving)
 def train_generations(
     config: DictConfig, run_dir: Path, resume: bool, callbacks: list[L.Callback], train_one: Any
 ) -> dict[str, Any]:

@@ -41,8 +41,21 @@ def find_module(model: nn.Module, path: str) -> nn.Module:
         raise LeannetError(f"model has no layer '{path}'; layers: {shown}") from None
 
 
+def check_images(images: np.ndarray) -> None:
+    """Probe images must be uint8 N×C×H×W in 0..255, as the trainer's data: floats in [0, 1] would be
+    divided by 255 once more and reach the model as near-black images."""
+    dtype = getattr(images, "dtype", None)
+    if dtype != np.uint8 or images.ndim != 4:
+        shown = f"{dtype} {tuple(getattr(images, 'shape', ()))}"
+        if dtype is not None and np.issubdtype(dtype, np.floating) and images.size:
+            shown += f" in [{float(np.min(images)):g}, {float(np.max(images)):g}]"
+        raise LeannetError(f"probe images must be uint8 0..255 N×C×H×W, got {shown}; pass "
+                           "(images * 255).round().astype(np.uint8) for floats in [0, 1]")
+
+
 def normalize(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 N×C×H×W → float (x/255 − mean)/std, the trainer's input normalisation."""
+    """uint8 N×C×H×W (0..255) → float (x/255 − mean)/std, the trainer's input normalisation."""
+    check_images(images)
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -55,8 +68,10 @@ def collect_activations(model: nn.Module, layer: str, images: np.ndarray, mean: 
                         cache: str | Path | None = None) -> np.ndarray:
     """The activations of ``layer`` for every probe image: float32 N×K×h×w (N×K×1×1 for vector outputs).
 
-    Streamed batch by batch into an in-memory array, or into the ``.npy`` memory map ``cache``.
+    ``images``: uint8 N×C×H×W in 0..255 (floats are refused, :func:`check_images`). Streamed batch by batch
+    into an in-memory array, or into the ``.npy`` memory map ``cache``.
     """
+    check_images(images)
     module = find_module(model, layer)
     grabbed: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, out: grabbed.append(out[0] if isinstance(out, tuple)
@@ -187,7 +202,10 @@ class Dissection:
 
 def dissect(model: nn.Module, layer: str, probe: Probe, mean: tuple[float, ...], std: tuple[float, ...],
             quantile: float = 0.005, batch_size: int = 100, cache_dir: str | Path | None = None) -> Dissection:
-    """Hook ``layer``, run the probe, threshold and upsample every unit, pack the masks (steps 1–3)."""
+    """Hook ``layer``, run the probe, threshold and upsample every unit, pack the masks (steps 1–3).
+
+    ``probe.images`` must be uint8 N×C×H×W in 0..255 (normalised here with ``mean``/``std`` as the trainer
+    does); float images are refused with what to pass."""
     cache = Path(cache_dir) / f"acts_{layer.replace('.', '_')}.npy" if cache_dir else None
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -82,6 +82,13 @@ class ConceptBits:
         self.num_positions = num_positions
         self.names = list(names)
         self.atoms: list[Formula] = atoms or [Concept(n) for n in names]
+        seen: dict[Formula, int] = {}
+        for atom in self.atoms:
+            seen[atom] = seen.get(atom, 0) + 1
+        twice = [(a, k) for a, k in seen.items() if k > 1]
+        if twice:  # one formula atom would stand for several masks
+            raise LeannetError(f"concept names must be unique: '{twice[0][0]}' is given {twice[0][1]} times "
+                               f"({len(twice)} names repeated); rename them or OR their masks into one")
         self.index = {a: i for i, a in enumerate(self.atoms)}
         self.sizes = np.bitwise_count(self.rows).sum(1, dtype=np.int64)
         self._cooc: dict[int, np.ndarray] = {}

@@ -80,7 +80,7 @@ def _load() -> ctypes.CDLL:
             library = ctypes.CDLL(str(target))
             for suffix in _SUFFIX.values():
                 for name in ("rbn_forward", "rbn_backward"):
-                    getattr(library, f"{name}_{suffix}").restype = None
+                    getattr(library, f"{name}_{suffix}").restype = ctypes.c_int
             return library
     raise OSError(f"{compiler} could not compile {SOURCE} ({error})")
 
@@ -110,13 +110,78 @@ def disabled() -> Iterator[None]:
         _off -= 1
 
 
+# the C index type (long) must hold every index and buffer size the kernels compute: N·C·HW, 13·C, 5·N·C
+_INDEX_LIMIT = 2 ** (8 * ctypes.sizeof(ctypes.c_long) - 1) // 16
+
+
+def _plain(t: Tensor) -> bool:
+    """A strided CPU tensor without a lazy negation or conjugation (its memory holds its values)."""
+    return t.is_cpu and t.layout == torch.strided and not t.is_neg() and not t.is_conj()
+
+
+def problem(x: Tensor, *params: Tensor | None, moments: tuple[Tensor, ...] = (),
+            grad: Tensor | None = None) -> str | None:
+    """Why the C functions cannot take these tensors, or ``None`` when they can: every precondition of the C
+    call, which reads and writes raw memory. ``x``: a float32/float64 N×C×H×W CPU tensor, channels-last
+    contiguous, its sizes within the C index type; ``params``: per-channel tensors (C,), contiguous, none
+    sharing memory with another (the running statistics are written in place); ``moments``: N×C tensors,
+    contiguous; ``grad``: ∂Y, channels-last, x's shape. All strided, on the CPU, of x's dtype, not lazily
+    negated. Costs a few microseconds per call (checked before every forward and backward)."""
+    if not (isinstance(x, Tensor) and x.dtype in _SUFFIX and _plain(x)):
+        return "x is not a strided float32/float64 CPU tensor"
+    if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
+        return f"x is not a channels-last N×C×H×W tensor (shape {tuple(x.shape)}, strides {x.stride()})"
+    n, c, h, w = x.shape
+    if max(n, 1) * max(c, 1) * max(h * w, 1) > _INDEX_LIMIT:
+        return f"x has too many elements for the C index type ({x.numel()})"
+    dtype, per_channel, per_instance = x.dtype, (c,), (n, c)
+    for t in (*params, *moments):
+        if t is None:
+            continue
+        if not isinstance(t, Tensor) or t.dtype != dtype or not _plain(t):
+            return f"a tensor of dtype {getattr(t, 'dtype', type(t).__name__)} beside x of {dtype}"
+        if not t.is_contiguous():
+            return f"a non-contiguous tensor of shape {tuple(t.shape)} (strides {t.stride()})"
+    for t in params:
+        if t is not None and tuple(t.shape) != per_channel:
+            return f"a tensor of shape {tuple(t.shape)} where {per_channel} is expected"
+    for t in moments:
+        if tuple(t.shape) != per_instance:
+            return f"a tensor of shape {tuple(t.shape)} where {per_instance} is expected"
+    if grad is not None and not (isinstance(grad, Tensor) and grad.dtype == dtype and _plain(grad)
+                                 and grad.shape == x.shape and grad.is_contiguous(memory_format=torch.channels_last)):
+        return "the output gradient is not a channels-last tensor of x's shape and dtype"
+    # per-channel tensors may be written in place (the running statistics): no two arguments may overlap
+    spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size())
+                   for t in (x, *moments, grad, *params) if t is not None and t.numel())
+    if any(spans[i][0] < spans[i - 1][1] for i in range(1, len(spans))):
+        return "two of the tensors share memory"
+    return None
+
+
 def usable(x: Tensor, *params: Tensor | None) -> bool:
-    """Whether the C functions can take ``x`` (a float32/float64 channels-last N×C×H×W CPU tensor) and
-    the per-channel ``params`` (contiguous, same dtype), outside torch.compile (which cannot trace ctypes)."""
-    return (x.device.type == "cpu" and x.dtype in _SUFFIX and x.dim() == 4
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and all(p is None or (p.dtype == x.dtype and p.device == x.device and p.is_contiguous()) for p in params)
-            and not _off and not torch.compiler.is_compiling() and library() is not None)
+    """Whether the C functions can take ``x`` and the per-channel ``params`` (see :func:`problem`), outside
+    torch.compile (which cannot trace ctypes), with the kernels enabled and compiled."""
+    return (not _off and not torch.compiler.is_compiling() and problem(x, *params) is None
+            and library() is not None)
+
+
+def _check(reason: str | None) -> None:
+    if reason is not None:
+        raise ValueError(f"RBN's C kernel cannot take these tensors: {reason}; call FusedRBN, which takes "
+                         "the PyTorch path for them")
+
+
+def _loaded() -> ctypes.CDLL:
+    lib = library()
+    if lib is None:
+        raise RuntimeError("RBN's C kernel is not loaded (LEANNET_NATIVE=0 or no C compiler); call FusedRBN")
+    return lib
+
+
+def _check_status(status: int) -> None:
+    if status != 0:
+        raise MemoryError("RBN's C kernel could not allocate its buffers; use a smaller batch")
 
 
 def _pointer(t: Tensor | None) -> ctypes.c_void_p:
@@ -126,29 +191,33 @@ def _pointer(t: Tensor | None) -> ctypes.c_void_p:
 def forward(x: Tensor, wm: Tensor, wv: Tensor, wb: Tensor, weight: Tensor | None, bias: Tensor | None,
             eps: float, running: tuple[Tensor, Tensor, float] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Training-mode RBN of ``x`` with batch statistics: (Y, m, v) as in ``FusedRBN.forward``; updates
-    ``running`` = (running mean, running variance, momentum) in place when given."""
+    ``running`` = (running mean, running variance, momentum) in place when given. Raises ``ValueError``
+    for tensors the C function cannot take (:func:`problem`) before it touches memory."""
+    _check(problem(x, wm, wv, wb, weight, bias, *(running[:2] if running is not None else ())))
     n, c, h, w = x.shape
     y = torch.empty_like(x)
     m, v = x.new_empty(n, c), x.new_empty(n, c)
     running_mean, running_var, momentum = running if running is not None else (None, None, 0.0)
-    getattr(library(), f"rbn_forward_{_SUFFIX[x.dtype]}")(
+    _check_status(getattr(_loaded(), f"rbn_forward_{_SUFFIX[x.dtype]}")(
         *map(_pointer, (x, wm, wv, wb, weight, bias)), ctypes.c_double(eps), ctypes.c_long(n), ctypes.c_long(c),
         ctypes.c_long(h * w), *map(_pointer, (y, m, v, running_mean, running_var)), ctypes.c_double(momentum),
-        ctypes.c_int(torch.get_num_threads()))
+        ctypes.c_int(torch.get_num_threads())))
     return y, m, v
 
 
 def backward(g: Tensor, x: Tensor, m: Tensor, v: Tensor, wm: Tensor, wv: Tensor, wb: Tensor,
              weight: Tensor | None, bias: Tensor | None, eps: float, input_grad: bool = True) -> tuple:
-    """First-order gradients of ``forward``'s Y: (∂X or None, ∂w_m, ∂w_v, ∂w_b, ∂γ or None, ∂β or None)."""
-    n, c, h, w = x.shape
+    """First-order gradients of ``forward``'s Y: (∂X or None, ∂w_m, ∂w_v, ∂w_b, ∂γ or None, ∂β or None).
+    Raises ``ValueError`` for tensors the C function cannot take (:func:`problem`) before it touches memory."""
     g = g.contiguous(memory_format=torch.channels_last)
+    _check(problem(x, wm, wv, wb, weight, bias, moments=(m, v), grad=g))
+    n, c, h, w = x.shape
     dx = torch.empty_like(x) if input_grad else None
     dwm, dwv, dwb = x.new_empty(c), x.new_empty(c), x.new_empty(c)
     dweight = None if weight is None else x.new_empty(c)
     dbias = None if bias is None else x.new_empty(c)
-    getattr(library(), f"rbn_backward_{_SUFFIX[x.dtype]}")(
+    _check_status(getattr(_loaded(), f"rbn_backward_{_SUFFIX[x.dtype]}")(
         *map(_pointer, (g, x, m, v, wm, wv, wb, weight)), ctypes.c_double(eps), ctypes.c_long(n),
         ctypes.c_long(c), ctypes.c_long(h * w), *map(_pointer, (dx, dwm, dwv, dwb, dweight, dbias)),
-        ctypes.c_int(torch.get_num_threads()))
+        ctypes.c_int(torch.get_num_threads())))
     return dx, dwm, dwv, dwb, dweight, dbias

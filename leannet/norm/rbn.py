@@ -137,8 +137,11 @@ class FusedRBN(torch.autograd.Function):
         differentiable = torch.is_grad_enabled()
         need = ctx.needs_input_grad
         if ctx.native and not differentiable and g is not None and g_m is None and g_v is None:
-            grads = cpu_kernel.backward(g, x, m, v, wm, wv, wb, weight, bias, ctx.eps, input_grad=need[0])
-            return *(grad if wanted else None for grad, wanted in zip(grads, need, strict=False)), None, None
+            g = g.contiguous(memory_format=torch.channels_last)
+            # checked again: a saved tensor's .data may have been swapped since the forward
+            if cpu_kernel.problem(x, wm, wv, wb, weight, bias, moments=(m, v), grad=g) is None:
+                grads = cpu_kernel.backward(g, x, m, v, wm, wv, wb, weight, bias, ctx.eps, input_grad=need[0])
+                return *(grad if wanted else None for grad, wanted in zip(grads, need, strict=False)), None, None
         t = ctx.terms if ctx.terms is not None and not differentiable else _terms(m, v, wm, wv, wb, weight, ctx.eps)
         n, c, size = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
         d, r, k, s, gamma_s, gain = t["d"], t["r"], t["k"], t["s"], t["gamma_s"], t["gain"]
@@ -277,6 +280,9 @@ class RepresentativeBatchNorm2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"expected 4D input (got {x.dim()}D input)")
+        if x.shape[1] != self.center_weight.shape[0]:  # as nn.BatchNorm2d: a RuntimeError
+            raise RuntimeError(f"{type(self).__name__}({self.center_weight.shape[0]}) got an input with "
+                               f"{x.shape[1]} channels (size {tuple(x.shape)})")
         factor = 0.0
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)

@@ -9,6 +9,11 @@
  *   rbn_forward   X → Y and the instance moments m, v; updates the running statistics (if given)
  *   rbn_backward  ∂Y → ∂X and the gradients of w_m, w_v, w_b, γ, β        (first order only)
  *
+ * Both return 0, or 1 when memory for their buffers could not be allocated. They trust their arguments:
+ * every pointer holds the N×C×HW, N×C or C values named, of the element type, channels-last and contiguous,
+ * the running statistics overlap nothing else, and N·C·HW fits a long. The caller (cpu_kernel.py,
+ * `problem`) checks all of that before each call.
+ *
  * Sums are accumulated in double; the N×C arithmetic runs in double, except k, the sigmoid and the
  * per-instance coefficients, which are stored in the element type. Instances are spread over
  * `threads` OpenMP threads (the OpenMP runtime PyTorch has loaded). The channels are walked in blocks
@@ -157,27 +162,41 @@ static void NAME(slab_affine)(const T *restrict x, const T *restrict g, const T 
   }
 }
 
-/* The three passes over all instances, `threads` OpenMP threads sharing the instances. */
-static void NAME(moments)(const T *restrict x, long n, long c, long hw, T *restrict m, T *restrict v, int threads) {
+/* The three passes over all instances, `threads` OpenMP threads sharing the instances. The reductions
+ * return 0, or 1 when a thread could not allocate its accumulators (then their results are incomplete). */
+static int NAME(moments)(const T *restrict x, long n, long c, long hw, T *restrict m, T *restrict v, int threads) {
+  int failed = 0;
 #pragma omp parallel num_threads(threads) if (n * c * hw >= MIN_PARALLEL)
   {
-    double *acc = malloc(sizeof(double) * (size_t)c);
-#pragma omp for schedule(static)
-    for (long b = 0; b < n; b++) NAME(slab_moments)(x + b * c * hw, hw, c, m + b * c, v + b * c, acc);
-    free(acc);
-  }
-}
-
-static void NAME(grad_sums)(const T *restrict g, const T *restrict x, const T *restrict m, long n, long c, long hw,
-                            T *restrict s1, T *restrict s2, int threads) {
-#pragma omp parallel num_threads(threads) if (n * c * hw >= MIN_PARALLEL)
-  {
-    double *acc = malloc(sizeof(double) * 2 * (size_t)c);
+    double *acc = malloc(sizeof(double) * (size_t)(c + 1));
+    if (!acc) {
+#pragma omp atomic write
+      failed = 1;
+    }
 #pragma omp for schedule(static)
     for (long b = 0; b < n; b++)
-      NAME(slab_grad_sums)(g + b * c * hw, x + b * c * hw, m + b * c, hw, c, s1 + b * c, s2 + b * c, acc);
+      if (acc) NAME(slab_moments)(x + b * c * hw, hw, c, m + b * c, v + b * c, acc);
     free(acc);
   }
+  return failed;
+}
+
+static int NAME(grad_sums)(const T *restrict g, const T *restrict x, const T *restrict m, long n, long c, long hw,
+                           T *restrict s1, T *restrict s2, int threads) {
+  int failed = 0;
+#pragma omp parallel num_threads(threads) if (n * c * hw >= MIN_PARALLEL)
+  {
+    double *acc = malloc(sizeof(double) * (2 * (size_t)c + 1));
+    if (!acc) {
+#pragma omp atomic write
+      failed = 1;
+    }
+#pragma omp for schedule(static)
+    for (long b = 0; b < n; b++)
+      if (acc) NAME(slab_grad_sums)(g + b * c * hw, x + b * c * hw, m + b * c, hw, c, s1 + b * c, s2 + b * c, acc);
+    free(acc);
+  }
+  return failed;
 }
 
 static void NAME(affine)(const T *restrict x, const T *restrict g, const T *restrict a, const T *restrict bg,
@@ -226,15 +245,19 @@ static void NAME(calibration)(const T *restrict m, const double *restrict mean_m
   for (long at = 0; at < n * c; at++) s[at] = NAME(sigmoid)(s[at]);
 }
 
-void NAME(rbn_forward)(const T *restrict x, const T *restrict wm, const T *restrict wv, const T *restrict wb,
+int NAME(rbn_forward)(const T *restrict x, const T *restrict wm, const T *restrict wv, const T *restrict wb,
                        const T *restrict weight, const T *restrict bias, double eps, long n, long c, long hw,
                        T *restrict y, T *restrict m, T *restrict v, T *restrict running_mean,
                        T *restrict running_var, double momentum, int threads) {
-  double *stats = malloc(sizeof(double) * 4 * (size_t)c);
+  double *stats = malloc(sizeof(double) * (4 * (size_t)c + 1));
   double *mean_m = stats, *between = stats + c, *var = stats + 2 * c, *r = stats + 3 * c;
-  T *coef = malloc(sizeof(T) * 4 * (size_t)(n * c)), *gain = coef, *shift = coef + n * c;
+  T *coef = malloc(sizeof(T) * (4 * (size_t)(n * c) + 1)), *gain = coef, *shift = coef + n * c;
   T *kk = coef + 2 * n * c, *ss = coef + 3 * n * c;
-  NAME(moments)(x, n, c, hw, m, v, threads);
+  if (!stats || !coef || NAME(moments)(x, n, c, hw, m, v, threads)) {
+    free(coef);
+    free(stats);
+    return 1; /* out of memory: nothing written but (part of) m and v */
+  }
   NAME(channel_stats)(m, v, wm, eps, n, c, mean_m, between, var, r);
   NAME(calibration)(m, mean_m, r, wm, wv, wb, n, c, kk, ss);
   for (long b = 0; b < n; b++)
@@ -253,21 +276,27 @@ void NAME(rbn_forward)(const T *restrict x, const T *restrict wm, const T *restr
   NAME(affine)(x, 0, gain, 0, shift, n, c, hw, y, threads);
   free(coef);
   free(stats);
+  return 0;
 }
 
-void NAME(rbn_backward)(const T *restrict g, const T *restrict x, const T *restrict m, const T *restrict v,
+int NAME(rbn_backward)(const T *restrict g, const T *restrict x, const T *restrict m, const T *restrict v,
                         const T *restrict wm, const T *restrict wv, const T *restrict wb, const T *restrict weight,
                         double eps, long n, long c, long hw, T *restrict dx, T *restrict dwm, T *restrict dwv,
                         T *restrict dwb, T *restrict dweight, T *restrict dbias, int threads) {
-  double *stats = malloc(sizeof(double) * 13 * (size_t)c);
+  double *stats = malloc(sizeof(double) * (13 * (size_t)c + 1));
   double *mean_m = stats, *between = stats + c, *var = stats + 2 * c, *r = stats + 3 * c;
   double *g_var = stats + 4 * c, *mean_gd = stats + 5 * c, *sum_gkd = stats + 6 * c, *sum_gzk = stats + 7 * c;
   double *sum_gz = stats + 8 * c, *sum_sq = stats + 9 * c, *sum_s1 = stats + 10 * c, *g_var2 = stats + 11 * c;
   double *scale = stats + 12 * c;
-  T *sums = malloc(sizeof(T) * 2 * (size_t)(n * c)), *s1 = sums, *s2 = sums + n * c;
-  T *coef = malloc(sizeof(T) * 5 * (size_t)(n * c)), *gain = coef, *gk = coef + n * c, *offset = coef + 2 * n * c;
-  T *kk = coef + 3 * n * c, *ss = coef + 4 * n * c;
-  NAME(grad_sums)(g, x, m, n, c, hw, s1, s2, threads); /* Σ G, Σ G·X̂ */
+  T *sums = malloc(sizeof(T) * (2 * (size_t)(n * c) + 1)), *s1 = sums, *s2 = sums + n * c;
+  T *coef = malloc(sizeof(T) * (5 * (size_t)(n * c) + 1)), *gain = coef, *gk = coef + n * c;
+  T *offset = coef + 2 * n * c, *kk = coef + 3 * n * c, *ss = coef + 4 * n * c;
+  if (!stats || !sums || !coef || NAME(grad_sums)(g, x, m, n, c, hw, s1, s2, threads)) { /* Σ G, Σ G·X̂ */
+    free(coef);
+    free(sums);
+    free(stats);
+    return 1; /* out of memory: nothing written */
+  }
   NAME(channel_stats)(m, v, wm, eps, n, c, mean_m, between, var, r);
   for (long j = 0; j < c; j++) g_var[j] = mean_gd[j] = sum_gkd[j] = sum_gzk[j] = sum_gz[j] = sum_sq[j] = sum_s1[j] = 0;
   NAME(calibration)(m, mean_m, r, wm, wv, wb, n, c, kk, ss);
@@ -320,6 +349,7 @@ void NAME(rbn_backward)(const T *restrict g, const T *restrict x, const T *restr
   free(coef);
   free(sums);
   free(stats);
+  return 0;
 }
 
 #endif

@@ -73,18 +73,30 @@ class SpikingLinear(nn.Module):
 
 
 class SpikingConv2d(nn.Module):
-    """I_t = W ∗ a^pre_t (the same 2-D conv at every step, no bias, 'same' padding), then `LIF`."""
+    """I_t = W ∗ a^pre_t (the same 2-D conv at every step, no bias, 'same' padding), then `LIF`.
+
+    'Same' padding keeps H×W for every kernel size: k//2 zeros on each side for odd k; for even k, k/2 − 1
+    at the top and left and k/2 at the bottom and right (as PyTorch's ``padding="same"``), in ``pad``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, init_scale: float = 1.0,
                  **neuron: float | str | bool) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+            raise LeannetError(f"spiking conv kernel size must be an integer >= 1, got {kernel_size}")
+        odd = kernel_size % 2 == 1
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2 if odd else 0,
+                              bias=False)
+        low, high = (kernel_size - 1) // 2, kernel_size // 2
+        self.pad = None if odd else (low, high, low, high)  # F.pad order: left, right, top, bottom
         _kaiming(self.conv.weight)
         self.conv.weight.data.mul_(init_scale)  # the released code's weight_scale (5 for its CIFAR-10 convs)
         self.neuron = LIF(**neuron)
 
+    def _same(self, z: Tensor) -> Tensor:
+        return self.conv(z if self.pad is None else F.pad(z, self.pad))
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.neuron(_per_step(self.conv, x))
+        return self.neuron(_per_step(self._same, x))
 
 
 class SumPool2d(nn.Module):

@@ -35,10 +35,19 @@ def target_train(pattern: list[int] | tuple[int, ...] | None, steps: int) -> Ten
     return torch.tensor((base * (steps // len(base) + 1))[:steps], dtype=torch.float32)
 
 
+def check_labels(labels: Tensor, classes: int) -> None:
+    """Labels must index the K output classes: a negative one would silently pick a class from the end."""
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+        raise LeannetError(f"labels must be in 0..{classes - 1} ({classes} output classes), got {bad}; "
+                           "check the dataset's labels or the model's number of classes")
+
+
 def kernel_loss(out: Tensor, labels: Tensor, pattern: list[int] | tuple[int, ...] | None = None,
                 tau_s: float = 3.0) -> Tensor:
     """½ Σ (a_t − (ε∗s^des)_t)² over batch, classes and steps (TSSL-BP kernel loss)."""
     steps, batch, classes = out.shape
+    check_labels(labels, classes)
     desired = psc_filter(target_train(pattern, steps).to(out), tau_s)
     target = torch.zeros_like(out)
     target[:, torch.arange(batch, device=out.device), labels] = desired[:, None]
@@ -48,6 +57,7 @@ def kernel_loss(out: Tensor, labels: Tensor, pattern: list[int] | tuple[int, ...
 def count_loss(out: Tensor, labels: Tensor, desired: float = 15.0, undesired: float = 3.0) -> Tensor:
     """One-sided count loss ½ Σ e², e = (Σ_t a_t − c)/T (TSSL-BP N-MNIST loss)."""
     steps = out.shape[0]
+    check_labels(labels, out.shape[2])
     count = out.sum(0)
     is_label = torch.zeros_like(count, dtype=torch.bool)
     is_label[torch.arange(count.shape[0], device=out.device), labels] = True

@@ -72,6 +72,12 @@ def check_recipe(config: Any, run_dir: str | Path | None = None) -> None:
     at_least("optim.lr", optim.lr, 0, 0.1)  # 0 keeps the weights fixed (a control run)
     at_least("optim.weight_decay", optim.weight_decay, 0, 5.0e-4)
     at_least("optim.momentum", optim.momentum, 0, 0.9)
+    if optim.momentum >= 1:  # SGD accepts any momentum >= 0; 1 and above make the steps grow without bound
+        raise LeannetError(f"optim.momentum must be < 1, got {optim.momentum:g}; set e.g. optim.momentum=0.9")
+    betas = list(optim.betas)
+    if len(betas) != 2 or not all(isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1
+                                  for b in betas):
+        raise LeannetError(f"optim.betas must be two numbers in [0, 1), got {betas}; set e.g. optim.betas=[0.9,0.999]")
     at_least("schedule.warmup_epochs", config.schedule.warmup_epochs, 0, 0.5)
     check_writable("out_dir", run_dir if run_dir is not None else config.out_dir)
 

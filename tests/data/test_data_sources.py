@@ -181,6 +181,57 @@ def test_garbage_cifar_pickle_is_named(tmp_path):
         load_split("cifar10", tmp_path, True)
 
 
+class PlantedPayload:
+    """Unpickling this calls os.system (touching ``marker``): what a hostile file in a data folder would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+class HiddenPayload(PlantedPayload):
+    """The same, through a standard-library global (builtins.exec) nested inside a real-looking batch."""
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("payload", [PlantedPayload, HiddenPayload])
+@pytest.mark.parametrize("where", ["batch", "inside", "meta"])
+def test_a_pickle_that_would_run_code_is_refused(tmp_path, dataset, payload, where):
+    folder = (write_cifar10 if dataset == "cifar10" else write_cifar100)(tmp_path / "data")
+    marker = tmp_path / "marker"
+    name = {"batch": "data_batch_1" if dataset == "cifar10" else "train",
+            "inside": "data_batch_1" if dataset == "cifar10" else "train",
+            "meta": "batches.meta" if dataset == "cifar10" else "meta"}[where]
+    key = "labels" if dataset == "cifar10" else "fine_labels"
+    planted = {"batch": payload(marker), "inside": cifar_batch(3, key, 1) | {"batch_label": payload(marker)},
+               "meta": {"label_names": payload(marker), "fine_label_names": payload(marker)}}[where]
+    pickle_to(folder / name, planted)
+    for train in (True, False) if where == "meta" else (True,):  # the planted batch is a training one
+        with one_line_error(f"{folder / name} .*could run code.*delete it") as info:
+            load_split(dataset, tmp_path / "data", train)
+        assert not marker.exists(), "the payload ran"
+        assert "system" in str(info.value) or "exec" in str(info.value)
+
+
+def test_python2_cifar_batches_with_numpy_1_globals_load(tmp_path):
+    """The real batches are Python 2 protocol-2 pickles naming numpy.core.multiarray._reconstruct,
+    numpy.ndarray and numpy.dtype, with byte strings (str in Python 2): the same opcodes, written here."""
+    folder = write_cifar10(tmp_path)
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+        batch = pickle.loads((folder / name).read_bytes())
+        raw = pickle.dumps(batch, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+        (folder / name).write_bytes(raw)
+    train = load_split("cifar10", tmp_path, True)
+    assert torch.equal(train.images[0].flatten(), torch.from_numpy(cifar_batch(3, "labels", 1)["data"][0]))
+
+
 # ---- digits and image folders ----
 
 def test_digits_split_is_fixed_and_scaled():

@@ -57,6 +57,29 @@ def test_probe_does_not_touch_running_statistics():
     assert model.training
 
 
+def test_exits_follow_the_models_dtype_and_device():
+    """A float64 model: exits built in float64; a model moved after wrapping takes its exits along."""
+    model = resnet8().double()
+    net = SelfDistillation(model)
+    x = torch.randn(3, 1, 16, 16, dtype=torch.float64)
+    out = net(x)
+    assert all(z.dtype == torch.float64 for z in out.all_logits)
+    assert {p.dtype for p in net.parameters()} == {torch.float64}
+    byot_loss(out, torch.tensor([0, 1, 2]), alpha=0.3, temperature=3.0)["loss"].backward()
+    assert net.exit_at(1)(x).dtype == torch.float64
+    model.float()  # the wrapped model moved on its own: the exits follow on the next forward
+    assert all(z.dtype == torch.float32 for z in net(x.float()).all_logits)
+    assert net.exit_at(2)(x.float()).dtype == torch.float32
+    assert {p.dtype for p in net.parameters()} == {torch.float32}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_exits_follow_a_cuda_model():
+    net = SelfDistillation(resnet8().cuda())
+    assert {p.device.type for p in net.parameters()} == {"cuda"}
+    assert net(torch.randn(2, 1, 16, 16, device="cuda")).exit_logits[0].device.type == "cuda"
+
+
 def test_exit_at_stops_the_backbone():
     model = resnet8().eval()
     net = SelfDistillation(model).eval()

@@ -105,3 +105,12 @@ def test_collect_activations_hook_and_errors():
     assert flat.shape == (10, 3, 1, 1)
     with pytest.raises(LeannetError, match="no layer 'nope'.*feat"):
         collect_activations(model, "nope", probe.images, (0, 0, 0), (1, 1, 1))
+
+
+@pytest.mark.parametrize("scale", [1.0, 255.0])
+def test_float_images_are_refused_with_what_to_pass(scale):
+    """dissect takes uint8 0..255 images (it divides by 255): float [0, 1] images used to go in as black."""
+    probe, model = _toy(count=10)
+    probe.images = probe.images.astype(np.float32) / 255 * scale
+    with pytest.raises(LeannetError, match=r"probe images must be uint8 0\.\.255.*got float32.*astype\(np.uint8\)"):
+        dissect(model, "feat", probe, mean=(0, 0, 0), std=(1, 1, 1))

@@ -105,3 +105,11 @@ def test_nonspatial_with_neighbors():
     assert res[1].iou == 1.0
     plain = explain_nonspatial(acts, masks, words, max_length=3)
     assert plain[0].iou == 1.0 and len(plain[0].formula) == 3
+
+
+def test_duplicate_concept_names_are_one_line_errors():
+    """Two masks named alike made one formula atom stand for either: refuse, naming the duplicate."""
+    masks = np.zeros((3, 10), bool)
+    masks[0, :3] = masks[1, 5:] = masks[2, 2:6] = True
+    with pytest.raises(LeannetError, match="concept names must be unique: 'red' is given 2 times"):
+        beam_search(masks[0] | masks[1], masks, ["red", "blue", "red"])

@@ -8,6 +8,7 @@ import torch
 from leannet.errors import LeannetError
 from leannet.models import build_model
 from leannet.spiking import LIF, SpikingNet, SumPool2d, TimeDropout, count_loss, encode, kernel_loss, psc_filter
+from leannet.spiking.layers import SpikingConv2d
 from leannet.spiking.losses import target_train
 from leannet.train.methods import build_method
 
@@ -120,3 +121,24 @@ def test_lif_records_spikes():
     lif(torch.full((5, 2), 0.6))
     assert lif.last_spikes.tolist() == [[0, 0], [1, 1], [0, 0], [1, 1], [0, 0]]
     assert lif.firing_rate.item() == pytest.approx(0.4) and lif.silent_fraction.item() == 0.0
+
+
+@pytest.mark.parametrize("loss", [kernel_loss, count_loss])
+@pytest.mark.parametrize("label", [-1, 4, 7])
+def test_labels_outside_the_classes_are_one_line_errors(loss, label):
+    """A label −1 indexed the last class (and ≥ K raised an IndexError): now the labels are checked."""
+    out = torch.rand(5, 3, 4)
+    with pytest.raises(LeannetError, match=rf"labels must be in 0\.\.3 \(4 output classes\), got {label}"):
+        loss(out, torch.tensor([0, label, 1]))
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # the reference below
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6])
+def test_spiking_conv_keeps_the_size_for_every_kernel(k):
+    """'same' padding for even kernels too (one more zero row and column at the bottom and right)."""
+    layer = SpikingConv2d(2, 3, k)
+    x = torch.rand(4, 2, 2, 7, 9)  # T, B, C, H, W
+    assert layer(x).shape == (4, 2, 3, 7, 9)
+    if k % 2 == 0:  # the same as PyTorch's asymmetric padding='same'
+        same = torch.nn.functional.conv2d(x[0], layer.conv.weight, padding="same")
+        torch.testing.assert_close(layer.conv(torch.nn.functional.pad(x[0], layer.pad)), same)
