@@ -20,7 +20,7 @@
 # pytest-xdist and matplotlib; only omegaconf and antlr4 travel, as wheels):
 #   run(command="bash scripts/gpu_check.sh run", carry=[".whl", ".gpu_data"], timeout_s=590)
 # A rehearsal on a CPU (tiny sizes, the CUDA tests' quick part on the CPU, no CNN: its 10,000-image test pass
-# alone takes minutes on one core), about 3 minutes on one core:
+# alone takes minutes on one core; five of the KD variants), about 4 minutes on one core:
 #   SMOKE=1 OUT=/tmp/gpu_check_out bash scripts/gpu_check.sh run
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -47,6 +47,8 @@ setup() {  # the device image's python3 plus the carried wheels; Fashion-MNIST u
     [ -f "$raw/$f" ] || [ ! -f ".gpu_data/$f.gz" ] || gunzip -c ".gpu_data/$f.gz" > "$raw/$f"
   done
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  # once, before the jobs: processes unpacking the same dataset side by side would race over its files
+  "$PY" -c "from leannet.data import build_loaders; build_loaders('fashion_mnist', val_size=0)"
 }
 
 pack() {  # what has finished so far -> $OUT (also called every 30 s while the jobs run)
@@ -77,12 +79,13 @@ job() {  # job NAME BUDGET_S COMMAND...: runs in the background, logs to $WORK/l
 run() {
   OUT=${OUT:-runs/gpu_check_out} WORK=runs/gpu_check
   local tests_s=${TESTS_S:-300} bench_s=${BENCH_S:-240} paper_s=${PAPER_S:-480} cnn=100 mlp=100 kd=200
-  local extra=() tests=(tests/cuda) bench=() device_env=() groups=("0 3" "1 4" "2")
+  local extra=() tests=(tests/cuda) bench=() device_env=() groups=("0 3" "1 4" "2") kd_variants=()
   if [ -n "${SMOKE:-}" ]; then  # tiny sizes on the CPU: checks every command, measures nothing
     mlp=1 kd=2 extra=(trainer.limit_train_batches=3) groups=("0") bench=(--device cpu --smoke)
+    kd_variants=(--variants baseline teacher_resnet20 kd tfkd_reg byot)
     device_env=(LEANNET_TEST_DEVICE=cpu)
-    tests=("tests/cuda/test_training.py::test_trains_or_refuses[16-mixed-method/ce]"
-           "tests/cuda/test_training.py::test_trains_or_refuses[bf16-mixed-method/snn_kernel]"
+    tests=("tests/cuda/test_training.py::test_trains_or_refuses[method/ce-16-mixed]"
+           "tests/cuda/test_training.py::test_trains_or_refuses[method/snn_kernel-bf16-mixed]"
            "tests/cuda/test_parity.py" "tests/cuda/test_checkpoints.py::test_cpu_run_resumes_on_cuda")
   fi
   mkdir -p "$OUT" "$WORK/logs"
@@ -107,7 +110,7 @@ run() {
   for seeds in "${groups[@]}"; do
     # shellcheck disable=SC2086
     job "kd_seeds_${seeds// /_}" "$paper_s" "${cli[@]}" suite recipes/distill/suite_fewshot100.yaml \
-      trainer.max_epochs=$kd "${extra[@]}" --seeds $seeds
+      trainer.max_epochs=$kd "${extra[@]}" --seeds $seeds "${kd_variants[@]}"
   done
   local jobs_pids
   jobs_pids=$(jobs -p)
@@ -117,7 +120,6 @@ run() {
   kill "$packer" 2>/dev/null || true
   wait "$packer" 2>/dev/null || true
   pack
-  cat "$WORK/logs/jobs.log"
   cat "$OUT/summary.md"
   echo "gpu_check done after ${SECONDS} s; results in $OUT"
 }
