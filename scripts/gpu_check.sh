@@ -70,8 +70,8 @@ job() {  # job NAME BUDGET_S COMMAND...: runs in the background, logs to $WORK/l
   shift 2
   (
     local start=$SECONDS rc=0
-    timeout "$budget" "$@" > "$WORK/logs/$name.log" 2>&1 || rc=$?
-    echo "$name: exit $rc after $((SECONDS - start)) s (budget ${budget} s$([ "$rc" = 124 ] && echo ', cut off'))" \
+    timeout -k 20 "$budget" "$@" > "$WORK/logs/$name.log" 2>&1 || rc=$?  # SIGTERM, then SIGKILL 20 s later
+    echo "$name: exit $rc after $((SECONDS - start)) s (budget ${budget} s$([ "$rc" -ge 124 ] && echo ', cut off'))" \
       | tee -a "$WORK/logs/jobs.log"
   ) &
 }

@@ -66,7 +66,7 @@ def suite_rows(root: Path) -> list[str]:
 def test_rows(junit: Path | None) -> list[str]:
     """Counts of pytest's JUnit XML (tests, failures, errors, skipped, seconds) and the failing tests' names."""
     if junit is None or not junit.is_file():
-        return ["not run (no JUnit file)"]
+        return ["no JUnit file: not run, or cut off by its budget (logs/cuda_tests.log in gpu_check.tar.gz)"]
     try:
         root = ET.parse(junit).getroot()
     except ET.ParseError:
