@@ -223,13 +223,15 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=list(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument("--budget-s", type=float, default=0, help="start no benchmark after this many seconds")
     parser.add_argument("--out", type=Path, help=f"default {DEFAULT_OUT} on CUDA (never for --smoke)")
+    parser.add_argument("--note", default="", help="how the machine was shared, kept in the JSON")
     args = parser.parse_args()
     device = torch.device(args.device)
     out = args.out or (DEFAULT_OUT if device.type == "cuda" and not args.smoke else Path("runs/gpu_bench.json"))
     sizes = SIZES["smoke" if args.smoke else "full"]
     torch.backends.cudnn.benchmark = True
     result: dict[str, Any] = {"device": machine(device), "torch": torch.__version__, "smoke": args.smoke,
-                              "sizes": sizes, "cpus": os.cpu_count(), "finished": [], "complete": False}
+                              "sizes": sizes, "cpus": os.cpu_count(), "note": args.note, "finished": [],
+                              "complete": False}
     start = time.perf_counter()
     names = args.only or list(BENCHMARKS)
     for name in names:

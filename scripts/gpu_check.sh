@@ -100,7 +100,8 @@ run() {
 
   job cuda_tests "$tests_s" env "${device_env[@]}" "$PY" -m pytest -p no:cacheprovider -rs "${xdist[@]}" \
     --junitxml "$WORK/logs/cuda_tests.xml" "${tests[@]}"
-  job gpu_bench "$bench_s" "$PY" benchmarks/gpu.py "${bench[@]}" --budget-s $((bench_s - 90)) --out "$WORK/gpu.json"
+  job gpu_bench "$bench_s" "$PY" benchmarks/gpu.py "${bench[@]}" --budget-s $((bench_s - 90)) --out "$WORK/gpu.json" \
+    --note "measured beside the CUDA tests and the paper-scale runs on the same GPU (paired rounds share the load)"
   if [ -z "${SMOKE:-}" ]; then
     job cnn_tssl "$paper_s" "${cli[@]}" train recipes/spiking/fashion_mnist_cnn.yaml "${paper[@]}" name=cnn_tssl \
       trainer.max_epochs=$cnn
