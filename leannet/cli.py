@@ -135,7 +135,8 @@ def cmd_explain(args: argparse.Namespace) -> None:
     print(json.dumps(explain_run(
         args.run_dir, args.layer, args.probe, max_length=args.max_length, beam=args.beam, count=args.count,
         quantile=args.quantile, length_penalty=args.length_penalty, candidate_limit=args.candidate_limit,
-        checkpoint=args.checkpoint, out=args.out, top=args.top, cache_dir=args.cache_dir), indent=2))
+        checkpoint=args.checkpoint, out=args.out, top=args.top, cache_dir=args.cache_dir, device=args.device),
+        indent=2))
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -270,6 +271,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--out", help="output folder (default RUN_DIR/explain/LAYER)")
     x.add_argument("--cache-dir", help="stream activations into a .npy memory map here (for probes too big for memory)")
     x.add_argument("--allow-plugins", action="store_true", help=ALLOW_PLUGINS)
+    x.add_argument("--device", default="auto", help="where the model runs: auto (CUDA if present), cpu, cuda, cuda:N")
     x.set_defaults(func=cmd_explain)
 
     d = sub.add_parser("data", help="dataset utilities")

@@ -38,6 +38,8 @@ class Method(nn.Module):
 
     monitor: tuple[str, str] = ("acc", "max")  # validation metric (logged as val/<name>) and its direction
     unused_parameters: bool = False  # some parameters get no gradient in some steps (DDP must look for them)
+    # trainer.precision values (Lightning's names) the method cannot train in -> why (leannet.train.precision)
+    precision_refusals: dict[str, str] = {}
 
     def __init__(self, model: nn.Module, num_classes: int) -> None:
         super().__init__()

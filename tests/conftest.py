@@ -1,4 +1,8 @@
-"""Shared fixtures: a tiny, fast recipe on real Fashion-MNIST (skipped with a reason if it is absent)."""
+"""Shared fixtures: a tiny, fast recipe on real Fashion-MNIST (skipped with a reason if it is absent).
+
+Tests marked `cuda` (tests/cuda/) skip with "no CUDA device" unless PyTorch sees a GPU; a rehearsal of
+them on the CPU runs with LEANNET_TEST_DEVICE=cpu (the float16 cases then check the refusal instead).
+"""
 
 from __future__ import annotations
 
@@ -22,9 +26,19 @@ def fashion_mnist_available() -> bool:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "fashion: needs Fashion-MNIST (skipped with a reason when absent)")
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped with 'no CUDA device' without one)")
+
+
+def cuda_test_device() -> str | None:
+    """Where the `cuda` tests run: `cuda`, the LEANNET_TEST_DEVICE rehearsal device (e.g. `cpu`), or None."""
+    import torch
+
+    return os.environ.get("LEANNET_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
 
 
 def pytest_runtest_setup(item):
+    if item.get_closest_marker("cuda") and cuda_test_device() is None:
+        pytest.skip("no CUDA device")
     if item.get_closest_marker("fashion") and not fashion_mnist_available():
         pytest.skip(
             "Fashion-MNIST missing: `leannet data fetch fashion_mnist` or apt-get install dataset-fashion-mnist"

@@ -88,12 +88,12 @@ def model_state(checkpoint_state: dict[str, torch.Tensor]) -> dict[str, torch.Te
 def accuracy(model: torch.nn.Module, loader: Any, device: torch.device) -> float:
     """Top-1 accuracy of ``model`` (eval mode) on ``loader``."""
     model.eval().to(device)
-    correct = total = 0
+    correct, total = torch.zeros((), dtype=torch.long, device=device), 0
     for x, y in loader:
-        logits = model(x.to(device))
-        correct += int((logits.argmax(1) == y.to(device)).sum())
+        logits = model(x.to(device, non_blocking=True))
+        correct += (logits.argmax(1) == y.to(device, non_blocking=True)).sum()  # on the device: no sync per batch
         total += y.shape[0]
-    return correct / max(total, 1)
+    return int(correct) / max(total, 1)
 
 
 def build_dense(config: DictConfig, info: Any) -> torch.nn.Module:

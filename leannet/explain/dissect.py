@@ -69,10 +69,12 @@ def collect_activations(model: nn.Module, layer: str, images: np.ndarray, mean: 
     """The activations of ``layer`` for every probe image: float32 N×K×h×w (N×K×1×1 for vector outputs).
 
     ``images``: uint8 N×C×H×W in 0..255 (floats are refused, :func:`check_images`). Streamed batch by batch
-    into an in-memory array, or into the ``.npy`` memory map ``cache``.
+    into an in-memory array, or into the ``.npy`` memory map ``cache``. The model runs where its parameters
+    are (e.g. CUDA): each batch goes there, its activations come back to the host.
     """
     check_images(images)
     module = find_module(model, layer)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     grabbed: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, out: grabbed.append(out[0] if isinstance(out, tuple)
                                                                              else out))
@@ -82,8 +84,8 @@ def collect_activations(model: nn.Module, layer: str, images: np.ndarray, mean: 
     try:
         for start in range(0, len(images), batch_size):
             grabbed.clear()
-            model(normalize(images[start : start + batch_size], mean, std))
-            act = grabbed[0].detach().float()
+            model(normalize(images[start : start + batch_size], mean, std).to(device, non_blocking=True))
+            act = grabbed[0].detach().float().cpu()
             if act.dim() == 2:
                 act = act[:, :, None, None]
             if act.dim() != 4:

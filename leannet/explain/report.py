@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from torch import nn
 
@@ -97,13 +98,27 @@ def write_report(d: Dissection, rows: list[dict], out_dir: str | Path,
     return out / "report.html"
 
 
+def torch_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else the CPU) or a torch device name; a one-line error otherwise."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LeannetError(f"unknown --device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LeannetError(f"--device {name}: no CUDA GPU is visible to PyTorch; use --device cpu")
+    return device
+
+
 def explain_run(run_dir: str | Path, layer: str, probe: str = "scenes", max_length: int = 3, beam: int = 5,
                 count: int = 2000, quantile: float = 0.005, length_penalty: float = 0.0,
                 candidate_limit: int | None = None, checkpoint: str = "last", out: str | Path | None = None,
-                top: int = 6, seed: int = 12345, cache_dir: str | Path | None = None) -> dict:
+                top: int = 6, seed: int = 12345, cache_dir: str | Path | None = None, device: str = "auto") -> dict:
     """``leannet explain``: dissect ``layer`` of a trained run on a probe and write table + report.
 
-    ``cache_dir``: stream the activations into a ``.npy`` memory map there instead of memory.
+    ``cache_dir``: stream the activations into a ``.npy`` memory map there instead of memory. ``device``: where
+    the model runs (``auto``: CUDA when there is a GPU, else the CPU; or ``cpu``, ``cuda``, ``cuda:1`` …).
     Returns a summary (paths, number of units, fraction interpretable, mean IoU).
     """
     for flag, value in (("--count", count), ("--max-length", max_length), ("--beam", beam), ("--top", top)):
@@ -119,7 +134,7 @@ def explain_run(run_dir: str | Path, layer: str, probe: str = "scenes", max_leng
 
     _, built = load_trained(run_dir, checkpoint)
     info = built.loaders.info
-    model = built.method.model
+    model = built.method.model.to(torch_device(device))
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if linears and find_module(model, layer) is linears[-1] and linears[-1].out_features == info.num_classes:
         raise LeannetError(f"layer '{layer}' is the classifier: its {info.num_classes} units are the class logits, "

@@ -17,7 +17,8 @@ subset) and uses the standard error of the per-pair differences. Values pair up 
 effect size: the mean difference a − b (paired: mean ± std of the per-seed differences, how many
 favour the paper, and the two-sided sign-test p).
 
-Benchmarks are ratios read from `benchmarks/results/*.json` (one run each, paired measurements).
+Benchmarks are ratios read from `benchmarks/results/*.json` (one run each, paired measurements); the GPU
+ones (`gpu_benchmarks`, from `benchmarks/gpu.py`) get their own section, "not measured" until a GPU run.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ class Spec:
     timing_note: str = ""  # shown under the training-time table: how loaded the machine was
     sections: list[Section] = field(default_factory=list)
     benchmarks: list[Benchmark] = field(default_factory=list)
+    gpu_benchmarks: list[Benchmark] = field(default_factory=list)  # BENCHMARKS.md's GPU section
+    gpu_command: str = ""  # what measures them on a GPU machine
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -423,6 +426,41 @@ def _spread(data: Any, keys: list[str]) -> str:
     return f"{min(flat):.2f}–{max(flat):.2f}"
 
 
+def _bench_line(bench: Benchmark, root: Path, spec_name: str, missing: str = "not run yet",
+                cut_off: str = "") -> str:
+    """One benchmark's row; `cut_off`: what to say when its file lacks the ratio (else that is an error)."""
+    path = root / bench.file
+    data = json.loads(path.read_text()) if path.is_file() else None
+    ratio = _ratio(data, bench.ratio) if data is not None else None
+    if data is None or (ratio is None and cut_off):
+        return f"| {bench.title} | {missing if data is None else cut_off} | – | {bench.aim} | {bench.what} | – " \
+               f"| `{bench.command}` |"
+    if ratio is None:
+        raise LeannetError(f"{path} has no key '{bench.ratio}'; fix `ratio` in {spec_name} or re-run "
+                           f"`{bench.command}`")
+    machine = [str(lookup(data, bench.machine) or "")]
+    load = lookup(data, bench.load) if bench.load else None
+    if load is not None:
+        machine.append(f"load avg {max(load) if isinstance(load, list) else load:.1f}")
+    return (f"| {bench.title} | {float(ratio):.2f}× | {_spread(data, bench.spread)} | {bench.aim} "
+            f"| {bench.what} | {', '.join(m for m in machine if m) or '–'} | `{bench.command}` |")
+
+
+def render_gpu(spec: Spec, root: Path, spec_name: str) -> list[str]:
+    """The GPU section: its table once a GPU run wrote its file(s), else "not measured (no GPU run yet)"."""
+    if not spec.gpu_benchmarks:
+        return []
+    lines = ["", "## GPU", ""]
+    if not any((root / b.file).is_file() for b in spec.gpu_benchmarks):
+        files = ", ".join(sorted({b.file for b in spec.gpu_benchmarks}))
+        return [*lines, f"Not measured (no GPU run yet): `{spec.gpu_command}` on a CUDA machine writes {files}."]
+    return [*lines, "Paired ratios from one run on the GPU named in the machine column.", "",
+            "| benchmark | ratio | range over rounds | aim | what | machine | command |",
+            "|---|---|---|---|---|---|---|",
+            *(_bench_line(b, root, spec_name, "not measured (no GPU run yet)",
+                          "not measured (the GPU run stopped before it)") for b in spec.gpu_benchmarks)]
+
+
 def render_benchmarks(spec: Spec, root: Path, spec_name: str) -> str:
     lines = [
         HEADER.format(spec=spec_name) + "# Benchmarks\n",
@@ -430,23 +468,9 @@ def render_benchmarks(spec: Spec, root: Path, spec_name: str) -> str:
         f"the JSON file it wrote. Machine: {spec.machine}\n",
         "| benchmark | ratio | range over rounds | aim | what | machine | command |",
         "|---|---|---|---|---|---|---|",
+        *(_bench_line(b, root, spec_name) for b in spec.benchmarks),
+        *render_gpu(spec, root, spec_name),
     ]
-    for bench in spec.benchmarks:
-        path = root / bench.file
-        if not path.is_file():
-            lines.append(f"| {bench.title} | not run yet | – | {bench.aim} | {bench.what} | – | `{bench.command}` |")
-            continue
-        data = json.loads(path.read_text())
-        ratio = _ratio(data, bench.ratio)
-        if ratio is None:
-            raise LeannetError(f"{path} has no key '{bench.ratio}'; fix `ratio` in {spec_name} or re-run "
-                               f"`{bench.command}`")
-        machine = [str(lookup(data, bench.machine) or "")]
-        load = lookup(data, bench.load) if bench.load else None
-        if load is not None:
-            machine.append(f"load avg {max(load) if isinstance(load, list) else load:.1f}")
-        lines.append(f"| {bench.title} | {float(ratio):.2f}× | {_spread(data, bench.spread)} | {bench.aim} "
-                     f"| {bench.what} | {', '.join(m for m in machine if m) or '–'} | `{bench.command}` |")
     return "\n".join(lines) + "\n"
 
 

@@ -68,6 +68,10 @@ def count_loss(out: Tensor, labels: Tensor, desired: float = 15.0, undesired: fl
 class SpikingMethod(Method):
     """Shared part of the spiking methods: learning rule, fallback schedule, weight clamp, statistics."""
 
+    precision_refusals = {p: "its small weight steps (AdamW 5e-4) and the weight clamp act on half-precision "
+                             "weights, where steps far below a weight's size round away"
+                          for p in ("16-true", "bf16-true")}
+
     def __init__(self, model: nn.Module, num_classes: int, *, rule: str = "tssl", fallback: str = "always",
                  fallback_warmup_steps: int = 1000, weight_clamp: float = 4.0) -> None:
         super().__init__(model, num_classes)
@@ -80,14 +84,21 @@ class SpikingMethod(Method):
         self.rule, self.fallback, self.warmup = rule, fallback, fallback_warmup_steps
         self.weight_clamp = weight_clamp
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+        self._host_steps: int | None = None  # steps_done on the host: read once (after a load), then counted
         self.neurons = spiking_neurons(model)
         for _, neuron in self.neurons:
             neuron.rule = rule
 
     def _set_fallback(self) -> None:
-        on = self.fallback == "always" or (self.fallback == "warmup" and int(self.steps_done) < self.warmup)
+        if self.fallback == "warmup" and self._host_steps is None:
+            self._host_steps = int(self.steps_done)  # one read of the device counter, not one per step
+        on = self.fallback == "always" or (self.fallback == "warmup" and self._host_steps < self.warmup)
         for _, neuron in self.neurons:
             neuron.fallback = on
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003  (nn.Module's hook)
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_steps = None  # steps_done changed (a resume): read it again
 
     def loss(self, out: Tensor, labels: Tensor) -> Tensor:
         raise NotImplementedError
@@ -104,6 +115,8 @@ class SpikingMethod(Method):
     def after_step(self) -> None:
         """Clamp every weight to [−c, c] (paper: c = 4) and count steps for the fallback warm-up."""
         self.steps_done += 1
+        if self._host_steps is not None:
+            self._host_steps += 1
         if self.weight_clamp > 0:
             for p in self.model.parameters():
                 p.clamp_(-self.weight_clamp, self.weight_clamp)

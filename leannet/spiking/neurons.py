@@ -175,6 +175,11 @@ def lif_psc_spikes(current: Tensor, tau_m: float = 5.0, tau_s: float = 3.0, thre
                    rule: str = "tssl", fallback: bool = True) -> tuple[Tensor, Tensor]:
     """Like `lif_psc`, also returning the (non-differentiable) spike train [T, …]."""
     _check(current, tau_m, tau_s, threshold, rule)
+    if current.dtype in (torch.float16, torch.bfloat16):  # mixed precision: the neuron itself runs in float32
+        with torch.autocast(current.device.type, enabled=False):
+            psc, spikes = _LIF.apply(current.float(), float(tau_m), float(tau_s), float(threshold), rule,
+                                     bool(fallback))
+        return psc.to(current.dtype), spikes.to(current.dtype)
     return _LIF.apply(current, float(tau_m), float(tau_s), float(threshold), rule, bool(fallback))
 
 
@@ -184,6 +189,7 @@ def lif_psc(current: Tensor, tau_m: float = 5.0, tau_s: float = 3.0, threshold: 
 
     Differentiable with the chosen ``rule``: ``"tssl"`` (TSSL-BP; ``fallback`` uses the sigmoid
     surrogate where the neuron's PSC < 1/(4τ_s), as the released code does) or ``"surrogate"``
-    (BPTT with a sigmoid surrogate on the same neuron). Paper file, Neuron and Backward.
+    (BPTT with a sigmoid surrogate on the same neuron). Paper file, Neuron and Backward. Half-precision
+    currents (mixed precision) are integrated in float32: the threshold test and 1/Δu need its precision.
     """
     return lif_psc_spikes(current, tau_m, tau_s, threshold, rule, fallback)[0]

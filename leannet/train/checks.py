@@ -54,6 +54,7 @@ def check_recipe(config: Any, run_dir: str | Path | None = None) -> None:
     t, data, optim = config.trainer, config.data, config.optim
     at_least("trainer.max_epochs", t.max_epochs, 1, 5)
     one_of("trainer.precision", t.precision, PRECISIONS)
+    check_precision(config)
     one_of("trainer.progress", t.progress, PROGRESS)
     if t.threads is not None:
         at_least("trainer.threads", t.threads, 1, 1)
@@ -80,6 +81,20 @@ def check_recipe(config: Any, run_dir: str | Path | None = None) -> None:
         raise LeannetError(f"optim.betas must be two numbers in [0, 1), got {betas}; set e.g. optim.betas=[0.9,0.999]")
     at_least("schedule.warmup_epochs", config.schedule.warmup_epochs, 0, 0.5)
     check_writable("out_dir", run_dir if run_dir is not None else config.out_dir)
+
+
+def check_precision(config: Any) -> None:
+    """`trainer.precision` must suit the device the run will use and the recipe's method (one-line refusal)."""
+    import torch
+
+    from leannet.method import METHODS
+    from leannet.train.precision import device_type, precision_refusal
+
+    t, name = config.trainer, config.method.name
+    refusals = METHODS.get(name).precision_refusals if name in METHODS else {}
+    reason = precision_refusal(t.precision, device_type(t.accelerator, torch.cuda.is_available()), name, refusals)
+    if reason:
+        raise LeannetError(reason)
 
 
 def check_writable(key: str, path: str | Path) -> None:

@@ -29,9 +29,13 @@ class LeanModule(L.LightningModule):
     Evaluation uses `method.eval_logits(x)`: top-1 (and top-5 when there are more than 10 classes) of
     `predict(x)` as `acc`, and of every other named output as `acc_<name>` (`top5_<name>`); a method
     with its own `eval_metrics` (e.g. dense multi-task scores) is evaluated by its `evaluate` instead.
+    A non-finite loss stops training (`NonFiniteLossError`); on an accelerator the check of a step's loss is
+    read at the next step (`defer_finite_check`), so no step waits for its own loss to reach the host.
     A method with `extra_optimizers` is trained with manual optimization: each batch steps the optimizer
     its output names. Before every epoch the method's `start_epoch` may pick the training samples.
     """
+
+    defer_finite_check: bool | None = None  # None: defer on an accelerator, check at once on the CPU
 
     def __init__(
         self,
@@ -45,6 +49,7 @@ class LeanModule(L.LightningModule):
         self.optim_cfg = optim
         self.schedule_cfg = schedule
         self.channels_last = channels_last
+        self._pending_loss: tuple[Tensor, int, int] | None = None  # (loss, epoch, step) not yet checked
         classes = method.num_classes
         self.eval_acc = torch.nn.ModuleDict()
         self.extra_names = list(method.extra_optimizers())
@@ -67,16 +72,13 @@ class LeanModule(L.LightningModule):
         return x, y
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        self._raise_if_nonfinite()  # the previous step's loss, when its check was deferred
         x, y = self._prepare(batch)
         out = self.method((x, y))
         loss = out["loss"]
-        if not torch.isfinite(loss):
-            kept = (f"last.ckpt (end of epoch {self.current_epoch}) is kept" if self.current_epoch > 0
-                    else "no checkpoint was written (it fails in the first epoch)")
-            raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) in epoch {self.current_epoch + 1}, "
-                f"step {self.global_step + 1}; training stopped and {kept}; lower optim.lr or check the data"
-            )
+        self._pending_loss = (loss.detach(), self.current_epoch, self.global_step)
+        if not self._defer(loss):
+            self._raise_if_nonfinite()
         if not self.automatic_optimization:
             self._manual_step(loss, out.get("optimizer", ""))
         n = x.shape[0]
@@ -88,6 +90,33 @@ class LeanModule(L.LightningModule):
             if key not in ("loss", "logits") and isinstance(value, Tensor) and value.numel() == 1:
                 self.log(f"train/{key}", value.detach(), on_step=False, on_epoch=True, batch_size=n)
         return loss
+
+    def _defer(self, loss: Tensor) -> bool:
+        """Whether the finiteness of this step's loss is read at the next step (or before any validation or
+        checkpoint) rather than now: on an accelerator, reading it at once would wait for the step every step."""
+        return self.defer_finite_check if self.defer_finite_check is not None else loss.device.type != "cpu"
+
+    def _raise_if_nonfinite(self) -> None:
+        """Raise `NonFiniteLossError` if the loss not checked yet is NaN or infinite."""
+        pending, self._pending_loss = self._pending_loss, None
+        if pending is None or bool(torch.isfinite(pending[0])):
+            return
+        loss, epoch, step = pending
+        kept = (f"last.ckpt (end of epoch {epoch}) is kept" if epoch > 0
+                else "no checkpoint was written (it fails in the first epoch)")
+        raise NonFiniteLossError(
+            f"non-finite training loss ({loss.item()}) in epoch {epoch + 1}, step {step + 1}; "
+            f"training stopped and {kept}; lower optim.lr or check the data"
+        )
+
+    def on_validation_start(self) -> None:
+        self._raise_if_nonfinite()  # before a checkpoint can keep weights a non-finite step produced
+
+    def on_train_epoch_end(self) -> None:
+        self._raise_if_nonfinite()
+
+    def on_train_end(self) -> None:
+        self._raise_if_nonfinite()
 
     def _manual_step(self, loss: Tensor, name: str) -> None:
         """Backpropagate and step the optimizer named `name` ("": the recipe's, which alone is scheduled)."""

@@ -34,3 +34,19 @@ def test_explain_cli_smoke(tiny_recipe, tmp_path, monkeypatch, capsys):
 
     assert main(["explain", run_dir, "--layer", "nope", "--probe", "scenes", "--count", "8"]) == 2
     assert "no layer 'nope'" in capsys.readouterr().err
+
+
+def test_explain_device_names():
+    import pytest
+    import torch
+
+    from leannet.errors import LeannetError
+    from leannet.explain.report import torch_device
+
+    assert torch_device("cpu") == torch.device("cpu")
+    assert torch_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(LeannetError, match="unknown --device 'gpu0'"):
+        torch_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(LeannetError, match="--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu"):
+            torch_device("cuda")

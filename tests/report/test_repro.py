@@ -166,3 +166,24 @@ def test_paired_rows_pair_by_seed_folder_not_by_position(tmp_path):
     assert effect(xs, ys, ">", paired=True, scale=100) == "+3.00 ± 2.83 (paired; 2/2 favour; sign p 0.5)"
     assert effect([0.9, 0.8], [0.7, 0.6], ">", paired=False, scale=100).startswith("+20.00 (SE ")
     assert "1/3 favour, 2 tied; sign p 1)" in effect([0.5, 0.5, 0.6], [0.5, 0.5, 0.5], ">", paired=True)
+
+
+def test_gpu_section_says_not_measured_until_a_gpu_run_writes_its_file(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("gpu_command: bash gpu.sh run\ngpu_benchmarks:\n"
+                    "  - {title: G, command: python gpu.py, file: gpu.json, ratio: rbn.ratio_median,\n"
+                    "     spread: [rbn.ratios]}\n"
+                    "  - {title: H, command: python gpu.py, file: gpu.json, ratio: byot.ratio_median}\n")
+    generate(spec, root=tmp_path)
+    bench = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## GPU\n\nNot measured (no GPU run yet): `bash gpu.sh run` on a CUDA machine writes gpu.json." in bench
+    (tmp_path / "gpu.json").write_text(json.dumps({"device": "NVIDIA H200", "rbn": {"ratio_median": 1.02,
+                                                                                   "ratios": [1.0, 1.05]}}))
+    generate(spec, root=tmp_path)  # the run was cut off before H
+    assert "| H | not measured (the GPU run stopped before it) | – |" in (tmp_path / "BENCHMARKS.md").read_text()
+    data = json.loads((tmp_path / "gpu.json").read_text()) | {"byot": {"ratio_median": 1.2}}
+    (tmp_path / "gpu.json").write_text(json.dumps(data))
+    generate(spec, root=tmp_path)
+    bench = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| G | 1.02× | 1.00–1.05 |" in bench and "| NVIDIA H200 | `python gpu.py` |" in bench
+    assert "| H | 1.20× |" in bench
