@@ -71,7 +71,7 @@ def ensure_fashion_mnist(root: Path, download: bool = False) -> Path:
 def _gunzip(source: Path, target: Path) -> None:
     # Decompress next to the target and rename, so an interrupted run never leaves a truncated file.
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")  # one per process: parallel runs unpack at once
     try:
         with gzip.open(source, "rb") as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)

@@ -283,3 +283,22 @@ def test_unknown_dataset_option_is_one_line(tmp_path):
 def test_fetch_unknown_dataset(tmp_path):
     with one_line_error("cannot fetch 'imagefolder'"):
         fetch("imagefolder", tmp_path)
+
+
+def test_parallel_runs_unpack_the_same_file_without_colliding(tmp_path):
+    """Two processes decompressing one idx file at once (two runs started together) both succeed."""
+    import gzip
+    import subprocess
+    import sys
+
+    source = tmp_path / "train-images-idx3-ubyte.gz"
+    payload = bytes(range(256)) * 40_000
+    source.write_bytes(gzip.compress(payload, compresslevel=1))
+    target = tmp_path / "raw" / "train-images-idx3-ubyte"
+    code = ("import sys; from pathlib import Path; from leannet.data.paths import _gunzip; "
+            "_gunzip(Path(sys.argv[1]), Path(sys.argv[2]))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(source), str(target)], stderr=subprocess.PIPE)
+             for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    assert target.read_bytes() == payload and not list(target.parent.glob("*.partial"))
