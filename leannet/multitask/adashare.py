@@ -126,13 +126,11 @@ class GatedBasicBlock(nn.Module):
         return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
 
     def forward(self, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
-        """``u`` = (execute, skip) weights; None executes. A hard skip (u = (0, 1) without gradient)
-        returns the shortcut without computing F."""
+        """``u`` = (execute, skip) weights; None executes. (Discrete policies skip F altogether: the network
+        calls ``shortcut`` alone for a skipped block, so no value is read back from the device here.)"""
         r = self.shortcut(x)
         if u is None:
             return F.relu(r + self.residual(x))
-        if not u.requires_grad and float(u[0]) == 0.0:
-            return r * u[1] if float(u[1]) != 1.0 else r
         return u[0] * F.relu(r + self.residual(x)) + u[1] * r
 
 

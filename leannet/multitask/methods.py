@@ -98,6 +98,7 @@ class MultiTask(Method):
         self.register_buffer("balanced", torch.tensor(balance == "none"))
         self.balance_batches = balance_batches
         self.register_buffer("execute", self._fixed_policy(policy, random_blocks))
+        self._fixed_u: tuple[Tensor, Tensor | None] | None = None
         model.policy_logits.requires_grad_(False)  # a fixed policy: the logits are not trained
         self.unused_parameters = not bool(self.execute.any(0).all())  # a block no task runs gets no gradient
 
@@ -137,7 +138,10 @@ class MultiTask(Method):
 
     def policy(self) -> Tensor | None:
         """The u [K, L, 2] the network runs with (None: every block, the shared fast path)."""
-        return None if bool(self.execute.all()) else policy_tensor(self.execute).to(self.task_weight)
+        if self._fixed_u is None or self._fixed_u[0] is not self.execute:  # read the buffer once, not every step
+            u = None if bool(self.execute.all()) else policy_tensor(self.execute).to(self.task_weight)
+            self._fixed_u = (self.execute, u)
+        return self._fixed_u[1]
 
     def task_loss(self, outputs: dict[str, Tensor], targets: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Σ_k λ_k L_k and the unweighted L_k."""
@@ -356,7 +360,7 @@ class AdaShareSearch(MultiTask):
             out = {"loss": loss, "optimizer": "policy", "sparsity": sp.detach(), "sharing": sh.detach()}
         p = execute_probability(logits.detach())
         out |= {f"p_execute/{t}/{l}": p[k, l] for k, t in enumerate(self.tasks) for l in range(p.shape[1])}
-        out["tau"] = torch.tensor(self.tau(self.search_epoch))
+        out["tau"] = torch.tensor(self.tau(self.search_epoch), device=logits.device)
         return out | {f"loss_{t}": v.detach() for t, v in parts.items()}
 
     def eval_policy(self) -> Tensor:

@@ -181,7 +181,8 @@ def test_search_makes_the_conflicting_tasks_last_block_private(sharing, tmp_path
     torch.manual_seed(0)
     config = load_recipe("multitask/scenes", [
         "data.name=conflict_scenes", "data.args.size=16", "data.args.train_count=400", "data.args.test_count=100",
-        "data.val_size=0", "data.batch_size=20", "model.args.widths=[8,16,16]", "trainer.progress=none",
+        "data.val_size=0", "data.batch_size=20", "model.args.widths=[8,16,16]", "model.args.blocks=[2,2,2]",
+        "trainer.progress=none",
         f"out_dir={tmp_path}/runs", "method.name=adashare_search", "method.warmup_epochs=2", "method.search_epochs=12",
         "method.sparsity=0.01", f"method.sharing={sharing}", "method.balance=none", "method.policy_lr=0.05",
         "method.sharing_form=paper", "method.sparsity_form=paper", "method.tau_final=0.1",
