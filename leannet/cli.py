@@ -13,6 +13,7 @@ from pathlib import Path
 
 from leannet import signals
 from leannet.errors import LeannetError, RunInterrupted
+from leannet.runio import finite_json
 
 WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)
 EPILOG_TRAIN = """examples:
@@ -38,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         if not args.recipe:
             raise LeannetError("give a recipe (e.g. recipes/baseline/fashion_mnist.yaml) or --resume RUN_DIR")
         results = train(load_recipe(args.recipe, args.overrides))
-    print(json.dumps(results, indent=2))
+    print(json.dumps(finite_json(results), indent=2, allow_nan=False))
 
 
 def cmd_suite(args: argparse.Namespace) -> None:
@@ -90,8 +91,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
             )
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="auto")
     rows = trainer.test(built.module, loaders.test, verbose=False)
-    print(json.dumps({"run_dir": str(args.run_dir), "checkpoint": args.checkpoint,
-                      "data": args.data or config.data.name, **rows[0]}, indent=2))
+    print(json.dumps(finite_json({"run_dir": str(args.run_dir), "checkpoint": args.checkpoint,
+                                  "data": args.data or config.data.name, **rows[0]}), indent=2, allow_nan=False))
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -166,3 +166,16 @@ def test_paired_rows_pair_by_seed_folder_not_by_position(tmp_path):
     assert effect(xs, ys, ">", paired=True, scale=100) == "+3.00 ± 2.83 (paired; 2/2 favour; sign p 0.5)"
     assert effect([0.9, 0.8], [0.7, 0.6], ">", paired=False, scale=100).startswith("+20.00 (SE ")
     assert "1/3 favour, 2 tied; sign p 1)" in effect([0.5, 0.5, 0.6], [0.5, 0.5, 0.5], ">", paired=True)
+
+
+def test_contention_benchmark_row_reads_its_json_and_tolerates_its_absence(tmp_path):
+    from leannet.report.repro import Spec, load_spec, render_benchmarks
+
+    shipped = load_spec(REPO / "recipes" / "reproduction.yaml")
+    bench = next(b for b in shipped.benchmarks if b.file == "benchmarks/results/contention.json")
+    spec = Spec(machine="test", benchmarks=[bench])
+    assert f"| {bench.title} | not run yet |" in render_benchmarks(spec, tmp_path, "spec.yaml")
+    result = tmp_path / bench.file
+    result.parent.mkdir(parents=True)
+    result.write_text(json.dumps({"slowdown_default": 1.5, "slowdown_rounds": [1.4, 1.6], "load_average": [0.2, 1.1]}))
+    assert f"| {bench.title} | 1.50× | 1.40–1.60 | ≤ 1.8" in render_benchmarks(spec, tmp_path, "spec.yaml")
