@@ -13,7 +13,6 @@ from pathlib import Path
 
 from leannet import signals
 from leannet.errors import LeannetError, RunInterrupted
-from leannet.runio import finite_json
 
 WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)
 EPILOG_TRAIN = """examples:
@@ -30,6 +29,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise LeannetError(f"'{args.recipe}' is an override, not a recipe: give the recipe first, e.g. "
                            f"`leannet train fashion_mnist {args.recipe}` (list them with `leannet recipes`)")
     from leannet.config import load_recipe
+    from leannet.runio import finite_json
     from leannet.train.run import resume, train
 
     if args.resume:
@@ -75,6 +75,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     import lightning as L
 
     from leannet.data import build_loaders
+    from leannet.runio import finite_json
     from leannet.train.run import load_trained, quiet_lightning
 
     quiet_lightning()
