@@ -85,7 +85,7 @@ def _write_failure(err: BaseException) -> str | None:
     """Why a write failed, for a full or read-only disk (torch's zip writer reports it as a RuntimeError)."""
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
         return describe_os_error(err)
-    if isinstance(err, RuntimeError) and "write failed" in str(err):
+    if isinstance(err, RuntimeError) and ("write failed" in str(err) or "unexpected pos" in str(err)):
         return "the file write failed (a full disk?)"
     return None
 

@@ -86,3 +86,22 @@ def test_a_checkpoint_without_checksum_still_loads_and_says_so(tmp_path, capsys)
     loaded = safe_torch_load(path)
     assert torch.equal(loaded["state_dict"]["w"], torch.ones(3))
     assert f"{path} has no checksum" in capsys.readouterr().err
+
+
+def test_a_really_full_disk_is_one_line(tmp_path, capsys):
+    """torch's zip writer reports ENOSPC as a RuntimeError: a 300 KiB tmpfs cannot hold the first checkpoint."""
+    from tests.test_bad_input import mount_tmpfs
+
+    full = tmp_path / "full"
+    if not mount_tmpfs(full, "size=300k"):
+        pytest.skip("needs a small tmpfs: mounting one needs root")
+    try:
+        code = leannet_main(["train", "fashion_mnist", *TINY, "trainer.max_epochs=1", f"out_dir={full}", "name=r"])
+        err = capsys.readouterr().err
+    finally:
+        import subprocess
+
+        subprocess.run(["umount", str(full)], check=False)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot write checkpoint {full}/r/checkpoints/" in err and " free on " in err, err
+    assert "; free space, then start the run again" in err
