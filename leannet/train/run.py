@@ -261,7 +261,7 @@ def _release(lock: RunLock, created: Path | None) -> None:
     """Unlock a run folder; one this call `created` is removed again when the run stopped before writing to it."""
     if lock in _held:
         _held.remove(lock)
-    if created is not None:
+    if created is not None and lock.fd is not None:  # never another writer's folder (its lock was not ours)
         remove_unused(lock.run_dir, created)
     lock.release()
 
