@@ -31,6 +31,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise LeannetError(f"'{args.recipe}' is an override, not a recipe: give the recipe first, e.g. "
                            f"`leannet train fashion_mnist {args.recipe}` (list them with `leannet recipes`)")
     from leannet.config import load_recipe
+    from leannet.runio import finite_json
     from leannet.train.run import resume, train
 
     if args.resume:
@@ -41,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         if not args.recipe:
             raise LeannetError("give a recipe (e.g. recipes/baseline/fashion_mnist.yaml) or --resume RUN_DIR")
         results = train(load_recipe(args.recipe, args.overrides))
-    print(json.dumps(results, indent=2))
+    print(json.dumps(finite_json(results), indent=2, allow_nan=False))
 
 
 def _plugin_consent(run_dir: str, overrides: list[str], allowed: bool, command: str) -> None:
@@ -87,6 +88,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     import lightning as L
 
     from leannet.data import build_loaders
+    from leannet.runio import finite_json
     from leannet.train.run import load_trained, quiet_lightning
 
     quiet_lightning()
@@ -104,8 +106,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
             )
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="auto")
     rows = trainer.test(built.module, loaders.test, verbose=False)
-    print(json.dumps({"run_dir": str(args.run_dir), "checkpoint": args.checkpoint,
-                      "data": args.data or config.data.name, **rows[0]}, indent=2))
+    print(json.dumps(finite_json({"run_dir": str(args.run_dir), "checkpoint": args.checkpoint,
+                                  "data": args.data or config.data.name, **rows[0]}), indent=2, allow_nan=False))
 
 
 def cmd_report(args: argparse.Namespace) -> None:

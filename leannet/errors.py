@@ -9,10 +9,14 @@ class LeannetError(Exception):
 
 
 class RunInterrupted(LeannetError):
-    """A run stopped by SIGINT or SIGTERM; its last checkpoint is kept and `resume_command` continues it."""
+    """A run stopped by SIGINT or SIGTERM; `resume_command` continues it (or starts it again when no checkpoint
+    was written yet: `kept` is False)."""
 
-    def __init__(self, where: str, resume_command: str, exit_code: int = 130) -> None:
-        super().__init__(f"{where} was interrupted; its last checkpoint is kept; resume with `{resume_command}`")
+    def __init__(self, where: str, resume_command: str, exit_code: int = 130, kept: bool = True) -> None:
+        state = ("; its last checkpoint is kept; resume with" if kept
+                 else " before its first checkpoint, so there is nothing to resume; start it again with")
+        super().__init__(f"{where} was interrupted{state} `{resume_command}`")
         self.where = where
         self.resume_command = resume_command
         self.exit_code = exit_code
+        self.kept = kept

@@ -68,6 +68,10 @@ def place(tmp_path, trained):
         if "{empty}" in text:
             (tmp_path / "empty").mkdir(exist_ok=True)
             values["empty"] = str(tmp_path / "empty")
+        if "{badcsv}" in text and "badcsv" not in values:  # a copy of the finished run whose metrics.csv is garbage
+            shutil.copytree(trained, tmp_path / "badcsv")
+            (tmp_path / "badcsv" / "metrics.csv").write_bytes(b"epoch,step,val/acc\n0,12,\xff\xfe oops\n")
+            values["badcsv"] = str(tmp_path / "badcsv")
         if "{data}" in text:
             write_idx(tmp_path / "data" / "MNIST" / "raw", "train", [i % 10 for i in range(199)] + [200])
             write_idx(tmp_path / "data" / "MNIST" / "raw", "t10k", [i % 10 for i in range(20)])
@@ -156,6 +160,14 @@ CASES = {  # id: (argv, what stderr must say, through a subprocess)
     "explain_logits": (["explain", "{run}", "--layer", "fc"], "layer 'fc' is the classifier", False),
     "multitask_batch_size": (["multitask", "run", "multitask/scenes", "data.batch_size=0", "out_dir={tmp}/mt"],
                              "data.batch_size must be >= 1, got 0", False),
+    "resume_seed": (["train", "--resume", "{run}", "seed=3"],
+                    "--resume cannot change seed (the run trained with 0, the override asks for 3)", False),
+    "resume_data": (["train", "--resume", "{run}", "data.few_shot=20"],
+                    "--resume cannot change data.few_shot (the run trained with 10, the override asks for 20)",
+                    False),
+    "resume_corrupt_metrics": (["train", "--resume", "{badcsv}", "trainer.max_epochs=2"],
+                               "cannot read {badcsv}/metrics.csv (", False),
+    "report_corrupt_metrics": (["report", "{badcsv}"], "cannot read {badcsv}/metrics.csv (", False),
     "multitask_report_missing": (["multitask", "report", "{tmp}/nope", "--out", "{tmp}/report"],
                                  "no such file or directory: {tmp}/nope", True),
     "multitask_report_empty": (["multitask", "report", "{empty}", "--out", "{tmp}/report"],

@@ -108,7 +108,7 @@ def code_words(path: Path) -> set[str]:
 def test_trainer_code_names_no_technique():
     techniques = ("rbn", "freeze", "bn_only", "evolv", "generation", "distill", "teacher", "byot", "spiking",
                   "snn", "adashare", "dissect", "lsr", "smoothing", "norm.", "explain")
-    assert "ModelCheckpoint".lower() in code_words(PACKAGE / "train" / "run.py")
+    assert "RunCheckpoint".lower() in code_words(PACKAGE / "train" / "run.py")
     for path in (PACKAGE / "train").glob("*.py"):
         named = {w for w in code_words(path) for t in techniques if t in w}
         assert not named, f"{path.name} names {named}"

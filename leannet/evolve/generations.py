@@ -32,7 +32,7 @@ from leannet.errors import LeannetError
 from leannet.evolve.ke import MASK_PREFIX, REINITS, SPLITS, attach_masks, reinitialize, split_masks
 from leannet.evolve.slim import count_macs, slim
 from leannet.models import build_model, count_parameters
-from leannet.runio import atomic_torch_save, read_metrics, safe_torch_load, write_metrics
+from leannet.runio import atomic_torch_save, read_metrics, safe_torch_load, write_json, write_metrics
 from leannet.stages import register_loop
 
 MODEL_PREFIX = "method.model."
@@ -136,9 +136,7 @@ def evaluate_slim(config: DictConfig, run_dir: Path, generation: int, loaders: A
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, payload)  # atomic, strict JSON (a NaN becomes null, listed under non_finite)
 
 
 def _mean(values: list[float | None]) -> float | None:

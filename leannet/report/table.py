@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from leannet.errors import LeannetError
+from leannet.runio import epoch_metrics
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
@@ -132,6 +133,8 @@ def report(paths: Iterable[str | Path], out: str | Path | None = None, title: st
     paths = list(paths)
     run_dirs = find_runs(paths)
     rows = aggregate(run_dirs)
+    for run_dir in run_dirs:  # a damaged metrics.csv is a one-line error before anything is written
+        epoch_metrics(run_dir)
     out = Path(out) if out is not None else Path(paths[0])
     out.mkdir(parents=True, exist_ok=True)
     plot = plot_curves(rows, out / "curves.png")

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from leannet.runio import atomic_torch_save, read_metrics, safe_torch_load, write_metrics
+from leannet.train.module import NonFiniteLossError
 
 __all__ = [
-    "AtomicCheckpointIO", "EpochCheckpoints", "EpochMonitor", "FailAfterEpoch", "atomic_torch_save", "read_metrics",
-    "safe_torch_load", "write_metrics",
+    "AtomicCheckpointIO", "EpochCheckpoints", "EpochMonitor", "FailAfterEpoch", "FiniteGuard", "RunCheckpoint",
+    "atomic_torch_save", "read_metrics", "safe_torch_load", "write_metrics",
 ]
 
 
@@ -25,6 +29,59 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
         return safe_torch_load(path, map_location=map_location or "cpu")
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint whose saved state follows its run folder when the folder is moved or copied.
+
+    Lightning restores the best score only when the checkpoint folder's absolute path is unchanged: in a
+    moved or copied run the first epoch after a resume would replace best.ckpt whatever its score, and
+    the best checkpoint's test would read the old folder's file. Paths in the state are re-rooted here.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("dirpath")
+        if saved is not None and self.dirpath is not None and saved != self.dirpath:
+            def here(path: Any) -> Any:
+                return str(Path(self.dirpath) / Path(path).name) if path else path
+
+            state_dict = {
+                **state_dict, "dirpath": self.dirpath,
+                **{key: here(state_dict.get(key)) for key in
+                   ("best_model_path", "kth_best_model_path", "last_model_path") if key in state_dict},
+                "best_k_models": {here(k): v for k, v in (state_dict.get("best_k_models") or {}).items()},
+            }
+        super().load_state_dict(state_dict)
+
+
+class FiniteGuard(L.Callback):
+    """Stops training when a logged metric (validation included) or a weight is NaN or infinite.
+
+    Runs before last.ckpt and best.ckpt are written (Lightning calls checkpoint callbacks after all others
+    in a hook), so the last checkpoint on disk stays the last good one.
+    """
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module)
+
+    def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Raise NonFiniteLossError naming the first non-finite metric or weight."""
+        bad = [f"{key} ({float(v)})" for key, v in trainer.callback_metrics.items()
+               if v.numel() == 1 and not math.isfinite(float(v))]
+        if not bad:
+            weights = [name for name, t in pl_module.state_dict().items()
+                       if t.is_floating_point() and not torch.isfinite(t).all()]
+            bad = [f"weights ({len(weights)} tensors, e.g. {weights[0]})"] if weights else []
+        if bad:
+            epoch = trainer.current_epoch
+            kept = (f"last.ckpt (end of epoch {epoch}) is kept" if epoch > 0
+                    else "no checkpoint was written")
+            raise NonFiniteLossError(f"non-finite {', '.join(bad[:3])} after epoch {epoch + 1}; training stopped "
+                                     f"and {kept}; lower optim.lr or check the data")
 
 
 class EpochMonitor(L.Callback):

@@ -6,7 +6,6 @@ one `LeannetError` line naming the key (or file) and the fix, raised before a ru
 
 from __future__ import annotations
 
-import errno
 import importlib.util
 import math
 import os
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from leannet.errors import LeannetError
+from leannet.runio import describe_os_error  # noqa: F401  (here first; the CLI imports it from this module)
 
 # Lightning's accepted `precision` strings (lightning.fabric.connector._PRECISION_INPUT)
 PRECISIONS = ("32-true", "32", "16-mixed", "16-true", "16", "bf16-mixed", "bf16-true", "bf16", "64-true", "64",
@@ -114,13 +114,6 @@ def check_writable(key: str, path: str | Path) -> None:
     except OSError as err:
         raise LeannetError(f"cannot write to {key} {path}: {describe_os_error(err)}; "
                            f"set {key}= to a writable folder with free space") from None
-
-
-def describe_os_error(err: OSError) -> str:
-    """`strerror` of an OSError with a plain word for the common causes (read-only, full, permission)."""
-    reasons = {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device",
-               errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}
-    return reasons.get(err.errno, err.strerror or type(err).__name__)
 
 
 def check_resume(module: Any, checkpoint: str | Path) -> None:

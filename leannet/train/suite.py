@@ -156,7 +156,7 @@ def run_suite(
             train(run.config, run_dir=run.run_dir, resume=status == "resume")
         except RunInterrupted as err:
             raise RunInterrupted(f"suite {path} stopped in {run.run_dir}", f"leannet suite {path}",
-                                 err.exit_code) from None
+                                 err.exit_code, kept=err.kept) from None
     return runs
 
 

@@ -187,3 +187,16 @@ def test_gpu_section_says_not_measured_until_a_gpu_run_writes_its_file(tmp_path)
     bench = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| G | 1.02× | 1.00–1.05 |" in bench and "| NVIDIA H200 | `python gpu.py` |" in bench
     assert "| H | 1.20× |" in bench
+
+
+def test_contention_benchmark_row_reads_its_json_and_tolerates_its_absence(tmp_path):
+    from leannet.report.repro import Spec, load_spec, render_benchmarks
+
+    shipped = load_spec(REPO / "recipes" / "reproduction.yaml")
+    bench = next(b for b in shipped.benchmarks if b.file == "benchmarks/results/contention.json")
+    spec = Spec(machine="test", benchmarks=[bench])
+    assert f"| {bench.title} | not run yet |" in render_benchmarks(spec, tmp_path, "spec.yaml")
+    result = tmp_path / bench.file
+    result.parent.mkdir(parents=True)
+    result.write_text(json.dumps({"slowdown_default": 1.5, "slowdown_rounds": [1.4, 1.6], "load_average": [0.2, 1.1]}))
+    assert f"| {bench.title} | 1.50× | 1.40–1.60 | ≤ 1.8" in render_benchmarks(spec, tmp_path, "spec.yaml")

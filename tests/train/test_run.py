@@ -25,6 +25,7 @@ def test_run_directory_and_results(tiny_recipe, tmp_path):
     assert results["images_per_s"] > 0 and results["epoch_seconds"] > 0
     env = json.loads((run_dir / "env.json").read_text())
     assert env["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert env["threads"]["count"] == env["torch_threads"] and env["threads"]["reason"].startswith("auto: ")
     # a second run with the same name never overwrites the first
     train(tiny_recipe("trainer.max_epochs=1"))
     assert (tmp_path / "runs" / "tiny-2" / "results.json").is_file()
@@ -118,3 +119,64 @@ def test_resume_without_checkpoint(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LeannetError, match="config file not found|nothing to resume"):
         resume(tmp_path / "empty")
+
+
+TIMES = ("train_seconds", "epoch_seconds", "images_per_s")
+
+
+def test_resume_of_a_copied_run_gives_the_same_files(tiny_recipe, tmp_path):
+    # lr 0 on a model without BN: validation accuracy never improves, so best.ckpt must stay epoch 0
+    config = tiny_recipe("trainer.max_epochs=2", "optim.lr=0.0", "model.name=mlp")
+    train(config, run_dir=tmp_path / "here")
+    import shutil
+
+    shutil.copytree(tmp_path / "here", tmp_path / "elsewhere" / "copy")
+    for run_dir in (tmp_path / "here", tmp_path / "elsewhere" / "copy"):
+        resume(run_dir, ["trainer.max_epochs=3"])
+    here, copy = tmp_path / "here", tmp_path / "elsewhere" / "copy"
+    for run_dir in (here, copy):
+        assert safe_torch_load(run_dir / "checkpoints" / "best.ckpt")["epoch"] == 0, run_dir
+    a, b = (json.loads((d / "results.json").read_text()) for d in (here, copy))
+    assert {k: v for k, v in a.items() if k not in TIMES} == {k: v for k, v in b.items() if k not in TIMES}
+
+
+def _strict_json(path):
+    def refuse(name):
+        raise ValueError(f"{path} holds {name}: not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_non_finite_validation_stops_before_a_checkpoint(tiny_recipe, tmp_path):
+    # one step per epoch at lr 1e9: the training loss of that step is finite, the weights after it are not
+    config = tiny_recipe("optim.lr=1e9", "trainer.limit_train_batches=0.05", "trainer.max_epochs=1")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite .* after epoch 1; training stopped and no checkpoint "
+                       r"was written; lower optim.lr or check the data") as info:
+        train(config, run_dir=tmp_path / "nan")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "nan" / "checkpoints" / "last.ckpt").exists()
+    assert not (tmp_path / "nan" / "results.json").exists()
+
+
+def test_results_files_are_strict_json(tmp_path):
+    from leannet.runio import write_json
+
+    write_json(tmp_path / "r.json", {"test_acc": 0.5, "test_loss": float("nan"), "rows": [{"x": float("inf")}]})
+    saved = _strict_json(tmp_path / "r.json")
+    assert saved["test_acc"] == 0.5 and saved["test_loss"] is None and saved["rows"][0]["x"] is None
+    assert saved["non_finite"] == {"test_loss": "nan", "rows.0.x": "inf"}
+
+
+def test_ctrl_c_before_the_first_checkpoint_claims_none(tiny_recipe, tmp_path):
+    import lightning as L
+
+    from leannet.errors import RunInterrupted
+
+    class CtrlC(L.Callback):
+        def on_train_batch_start(self, *args):
+            raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted) as info:
+        train(tiny_recipe(), run_dir=tmp_path / "run", callbacks=[CtrlC()])
+    assert "checkpoint is kept" not in str(info.value)
+    assert "before its first checkpoint" in str(info.value)

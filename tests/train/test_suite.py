@@ -132,3 +132,15 @@ def test_report_keeps_suite_order_and_never_overwrites_silently(tmp_path, capsys
     assert "exists" in capsys.readouterr().err and (out / "report.md").read_text() == text
     assert main(["report", str(out), "--force", "--title", "again"]) == 0
     assert (out / "report.md").read_text().startswith("# again")
+
+
+def test_a_suite_run_held_by_another_writer_is_refused(tmp_path):
+    from leannet.runlock import RunLock
+
+    path = write_suite(tmp_path)
+    _, runs = load_suite(path)
+    with RunLock(runs[0].run_dir) as lock:  # flock is per open file: this holds it against run_suite below
+        lock.announce()
+        with pytest.raises(LeannetError, match=f"run folder {runs[0].run_dir} is in use by pid "):
+            run_suite(path)
+    assert not (runs[0].run_dir / "config.yaml").exists()
