@@ -74,7 +74,7 @@ class FiniteGuard(L.Callback):
                if v.numel() == 1 and not math.isfinite(float(v))]
         if not bad:
             weights = [name for name, t in pl_module.state_dict().items()
-                       if t.is_floating_point() and not torch.isfinite(t).all()]
+                       if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()]
             bad = [f"weights ({len(weights)} tensors, e.g. {weights[0]})"] if weights else []
         if bad:
             epoch = trainer.current_epoch
