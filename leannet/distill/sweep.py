@@ -313,7 +313,7 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> Path | None:
                 ylabel="student gain over the baseline (points, paired by seed)",
                 title="gain vs teacher accuracy (stars: the paper, CIFAR-100)")
     axes[1].axvline(math.log(10), color="grey", lw=0.8, ls=":")
-    axes[1].set(xlabel="mean entropy of softmax(teacher logits / T) on the training images (nats; ln 10 dotted)",
+    axes[1].set(xlabel="entropy of softmax(teacher logits / T), training images (nats; ln 10 dotted)",
                 title="gain vs soft-target entropy at the student's T")
     for ax in axes:
         ax.axhline(0, color="k", lw=0.8)
