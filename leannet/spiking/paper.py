@@ -123,13 +123,14 @@ def variant_summary(runs: list[dict[str, Any]], paper: dict[str, float]) -> dict
 
 
 def summarise(suites: dict[str, str | Path], publish_partial: bool = False,
-              overrides: list[str] = ()) -> dict[str, Any]:
-    """summary.json's content: per network (mlp, cnn: the keys of PAPER) and variant, see `variant_summary`."""
+              overrides: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """summary.json's content: per network (mlp, cnn: the keys of PAPER) and variant, see `variant_summary`;
+    `overrides[network]`: the key=value overrides that network's suite was run with."""
     out: dict[str, Any] = {"paper": PAPER, "protocols": {
         "final": "test accuracy after the last epoch (leannet's protocol)",
         "best_test_epoch": "highest test accuracy over the epochs (the paper's protocol)"}}
     for network, path in suites.items():
-        suite, found = suite_runs(path, publish_partial, overrides)
+        suite, found = suite_runs(path, publish_partial, (overrides or {}).get(network, []))
         out[network] = {"suite": str(path), "title": suite.title,
                         "variants": {v: variant_summary(runs, PAPER[network]) for v, runs in found.items()}}
     return out

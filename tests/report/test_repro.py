@@ -166,3 +166,25 @@ def test_paired_rows_pair_by_seed_folder_not_by_position(tmp_path):
     assert effect(xs, ys, ">", paired=True, scale=100) == "+3.00 ± 2.83 (paired; 2/2 favour; sign p 0.5)"
     assert effect([0.9, 0.8], [0.7, 0.6], ">", paired=False, scale=100).startswith("+20.00 (SE ")
     assert "1/3 favour, 2 tied; sign p 1)" in effect([0.5, 0.5, 0.6], [0.5, 0.5, 0.5], ">", paired=True)
+
+
+def test_quoted_rows_included_tables_and_missing_plots(tmp_path):
+    (tmp_path / "teachers.json").write_text(json.dumps({"points": {"t:epoch1": {"seeds": {"0": {"acc": 0.2},
+                                                                                          "1": {"acc": 0.4}}}}}))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "sections:\n  - title: S\n    command: make it\n"
+        "    rows:\n      - {name: paper, quoted: '89.75 ± 0.03 %', quoted_best: '89.80 %'}\n"
+        "      - {name: teacher, files: teachers.json, key: 'points.t:epoch1.seeds.*.acc'}\n"
+        "      - {name: later, files: 'none/seed*/results.json', missing: 'not run yet (above)'}\n"
+        "    tables: [table.md, absent.md]\n    plots: [curve.png, absent.png]\n"
+    )
+    (tmp_path / "table.md").write_text("| x | y |\n|---|---|\n| 1 | 2 |\n")
+    (tmp_path / "curve.png").write_bytes(b"png")
+    generate(spec, root=tmp_path)
+    text = (tmp_path / "REPRODUCTION.md").read_text()
+    assert "| paper | paper | 89.75 ± 0.03 % | 89.80 % |" in text
+    assert "| teacher | 2 seeds | 30.00 ± 14.14 % | – |" in text  # '*' over a dict's values
+    assert "| later | – | not run yet (above) | – |" in text
+    assert "| x | y |\n|---|---|\n| 1 | 2 |" in text and "*absent.md: not generated yet* (`make it`)" in text
+    assert "![curve](curve.png)" in text and "*plot absent.png: not generated yet*" in text
