@@ -4,7 +4,10 @@ The spec (`recipes/reproduction.yaml`) lists, per paper, the claim, the Fashion-
 command that produced the results, and rows. A row is a glob of JSON files (one per seed, e.g.
 `results/norm/rbn/rbn/seed*/results.json`) and a dotted key into each (`test_acc`,
 `generations.4.test_acc`, `*.iou` over a list); a key holding a list contributes every element.
-Rows with no files say so, with the command that fills them. A claim compares two rows:
+Rows with no files say so, with the command that fills them; a `quoted` row shows a number quoted from the
+paper (not measured) beside them. A section's `tables` are markdown files written by its report script from
+committed results, included as they are (or marked not generated yet, as missing plots are). A claim compares
+two rows:
 
     reproduced      the difference of means has the claimed sign and exceeds 2 standard errors
     not reproduced  the opposite sign beyond 2 standard errors
@@ -52,6 +55,8 @@ class Row:
     digits: int = 2
     per: str = "seed"  # what one value is: a seed, or e.g. a unit of a dissected layer
     missing: str = ""  # why the row is empty, when it is
+    quoted: str = ""  # a number quoted from the paper, not measured: shown as is (n "paper"), files unused
+    quoted_best: str = ""  # the paper's best run, beside `quoted`
 
 
 @dataclass
@@ -81,6 +86,7 @@ class Section:
     rows: list[Row] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)  # markdown files a report script wrote, included as they are
     note: str = ""
     cost: list[Cost] = field(default_factory=list)
     in_total: bool = True  # False for paper-scale checks outside the CPU budget
@@ -118,15 +124,17 @@ def load_spec(path: str | Path) -> Spec:
 
 
 def lookup(data: Any, key: str) -> Any:
-    """`data["a"]["b"]` (or list index) for key "a.b"; "*" maps over a list; None when a part is missing.
+    """`data["a"]["b"]` (or list index) for key "a.b"; "*" maps over a list (or a dict's values); None when a part
+    is missing.
     A dict key that itself holds dots ("below_0.01") is matched too: the longest run of parts that is a key."""
     parts = key.split(".")
     if not parts or parts == [""]:
         return data
     head = parts[0]
-    if head == "*" and isinstance(data, list):
+    if head == "*" and isinstance(data, list | dict):
         rest = ".".join(parts[1:])
-        return [v for v in (lookup(item, rest) if rest else item for item in data) if v is not None]
+        items = data.values() if isinstance(data, dict) else data
+        return [v for v in (lookup(item, rest) if rest else item for item in items) if v is not None]
     if isinstance(data, dict):
         for end in range(len(parts), 0, -1):
             name = ".".join(parts[:end])
@@ -291,6 +299,9 @@ def render_rows(section: Section, root: Path, values: dict[str, list[float]] | N
     values = section_values(section, root) if values is None else values
     out = ["| row | n | final | best (labelled) |", "|---|---|---|---|"]
     for row in section.rows:
+        if row.quoted:
+            out.append(f"| {row.name} | paper | {row.quoted} | {row.quoted_best or '–'} |")
+            continue
         vals = [v for _, v in values[row.name]]
         if not vals:
             why = row.missing or (f"not run yet: `{section.command}`" if section.command else "not run yet")
@@ -321,8 +332,14 @@ def render_section(section: Section, root: Path) -> str:
         budget = "" if section.in_total else "; not in the total: a paper-scale check outside the CPU budget"
         out += ["", f"**Training time:** {_hours(seconds)} over {runs} runs (sum of their recorded training "
                 f"seconds{budget})"]
+    for table in section.tables:
+        path = root / table
+        out += ["", path.read_text().strip() if path.is_file() else
+                f"*{table}: not generated yet* (`{section.command}`)" if section.command else
+                f"*{table}: not generated yet*"]
     if section.plots:
-        out += [""] + [f"![{Path(p).stem}]({p})" for p in section.plots]
+        out += [""] + [f"![{Path(p).stem}]({p})" if (root / p).is_file() else f"*plot {p}: not generated yet*"
+                       for p in section.plots]
     if section.note:
         out += ["", section.note.strip()]
     return "\n".join(out) + "\n"

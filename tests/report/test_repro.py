@@ -200,3 +200,25 @@ def test_contention_benchmark_row_reads_its_json_and_tolerates_its_absence(tmp_p
     result.parent.mkdir(parents=True)
     result.write_text(json.dumps({"slowdown_default": 1.5, "slowdown_rounds": [1.4, 1.6], "load_average": [0.2, 1.1]}))
     assert f"| {bench.title} | 1.50× | 1.40–1.60 | ≤ 1.8" in render_benchmarks(spec, tmp_path, "spec.yaml")
+
+
+def test_quoted_rows_included_tables_and_missing_plots(tmp_path):
+    (tmp_path / "teachers.json").write_text(json.dumps({"points": {"t:epoch1": {"seeds": {"0": {"acc": 0.2},
+                                                                                          "1": {"acc": 0.4}}}}}))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "sections:\n  - title: S\n    command: make it\n"
+        "    rows:\n      - {name: paper, quoted: '89.75 ± 0.03 %', quoted_best: '89.80 %'}\n"
+        "      - {name: teacher, files: teachers.json, key: 'points.t:epoch1.seeds.*.acc'}\n"
+        "      - {name: later, files: 'none/seed*/results.json', missing: 'not run yet (above)'}\n"
+        "    tables: [table.md, absent.md]\n    plots: [curve.png, absent.png]\n"
+    )
+    (tmp_path / "table.md").write_text("| x | y |\n|---|---|\n| 1 | 2 |\n")
+    (tmp_path / "curve.png").write_bytes(b"png")
+    generate(spec, root=tmp_path)
+    text = (tmp_path / "REPRODUCTION.md").read_text()
+    assert "| paper | paper | 89.75 ± 0.03 % | 89.80 % |" in text
+    assert "| teacher | 2 seeds | 30.00 ± 14.14 % | – |" in text  # '*' over a dict's values
+    assert "| later | – | not run yet (above) | – |" in text
+    assert "| x | y |\n|---|---|\n| 1 | 2 |" in text and "*absent.md: not generated yet* (`make it`)" in text
+    assert "![curve](curve.png)" in text and "*plot absent.png: not generated yet*" in text
