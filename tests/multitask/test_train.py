@@ -74,9 +74,8 @@ def test_adashare_from_a_hard_run_keeps_the_argmax_policy(tiny, tmp_path):
     assert trajectory.shape == (2, 3, 3) and np.allclose(trajectory[-1], p)
     write_report(load_runs([tmp_path / "runs"]), tmp_path / "report")
     assert (tmp_path / "report" / "search_ada_seed0.png").is_file()
-    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
-    assert summary["ada"]["vs_hard"][0] == pytest.approx(summary["ada"]["delta_m"][0] - summary["hard"]["delta_m"][0]) \
-        if "delta_m" in summary["ada"] else summary["ada"]["executed_blocks"]["depth"][0] == expected[1].sum()
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())  # no single-task run here: no Δm
+    assert summary["ada"]["executed_blocks"]["depth"][0] == expected[1].sum()
 
 
 def test_adashare_without_a_hard_run_warms_up_by_hard_sharing_first(tiny, tmp_path):
