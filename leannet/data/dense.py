@@ -20,7 +20,7 @@ from leannet.data.base import DATASETS
 from leannet.data.tensor_loader import EpochSampler, _generator, _rank_and_world, shard_indices
 from leannet.errors import LeannetError
 
-SCENE_TASKS = ("segmentation", "depth", "normals", "edges")
+SCENE_TASKS = ("segmentation", "depth", "normals", "edges", "autoencoding")
 NYU_TASKS = ("segmentation", "depth", "normals")
 NYU_CLASSES = 40
 
@@ -62,7 +62,8 @@ def _check_tasks(tasks: Sequence[str], valid: Sequence[str], dataset: str) -> li
 def scenes_tasks(root: Path, train: bool, size: int = 32, train_count: int = 1500, test_count: int = 500,
                  scene_seed: int = 0, tasks: Sequence[str] = ("segmentation", "depth", "normals")) -> TaskSplit:
     """Procedural scenes with dense targets (``leannet.data.scenes``): segmentation (background + shape
-    classes), depth, surface normals, occlusion edges, generated from ``scene_seed`` (fixed across run
+    classes), depth, surface normals, occlusion edges and autoencoding (the image itself, Taskonomy's
+    low-level task), generated from ``scene_seed`` (fixed across run
     seeds: every run sees the same scenes); the test scenes from ``scene_seed + 1_000_003``. Both are
     cached under ``root/scenes``."""
     from leannet.data.scenes import SHAPES, load_scenes
@@ -70,10 +71,10 @@ def scenes_tasks(root: Path, train: bool, size: int = 32, train_count: int = 150
     tasks = _check_tasks(tasks, SCENE_TASKS, "scenes_tasks")
     count, split_seed = (train_count, scene_seed) if train else (test_count, scene_seed + 1_000_003)
     scenes = load_scenes(count, split_seed, size, cache_dir=Path(root) / "scenes")
-    channels = {"segmentation": 1 + len(SHAPES), "depth": 1, "normals": 3, "edges": 1}
-    return TaskSplit(torch.from_numpy(np.ascontiguousarray(scenes.image)),
-                     {t: torch.from_numpy(np.ascontiguousarray(getattr(scenes, t))) for t in tasks},
-                     {t: channels[t] for t in tasks})
+    channels = {"segmentation": 1 + len(SHAPES), "depth": 1, "normals": 3, "edges": 1, "autoencoding": 3}
+    images = torch.from_numpy(np.ascontiguousarray(scenes.image))
+    return TaskSplit(images, {t: images if t == "autoencoding" else torch.from_numpy(np.ascontiguousarray(
+        getattr(scenes, t))) for t in tasks}, {t: channels[t] for t in tasks})
 
 
 @DATASETS.register("nyuv2")

@@ -45,6 +45,12 @@ def edges_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(pred[:, 0], target, weight=weight) / (2 * pos * (1 - pos))
 
 
+def autoencoding_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 error between the predicted image and the input image (uint8 target, scaled to [0, 1]), as
+    Taskonomy's autoencoding task: a low-level target that semantic features in the deep blocks discard."""
+    return (pred - target.to(pred.dtype) / 255).abs().mean()
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A dense task: output channels and the loss ``loss(prediction N×C×H×W, target)``."""
@@ -59,6 +65,7 @@ TASKS: dict[str, TaskSpec] = {
     "depth": TaskSpec("depth", 1, depth_loss),
     "normals": TaskSpec("normals", 3, normals_loss),
     "edges": TaskSpec("edges", 1, edges_loss),
+    "autoencoding": TaskSpec("autoencoding", 3, autoencoding_loss),
 }
 
 

@@ -17,7 +17,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "miou": True, "pixel_acc": True,
     "abs_err": False, "rel_err": False, "delta1": True,
     "mean_angle": False, "median_angle": False, "within_11.25": True, "within_22.5": True, "within_30": True,
-    "edge_err": False,
+    "edge_err": False, "recon_err": False,
 }
 
 
@@ -112,11 +112,29 @@ class EdgeMetric(Metric):
         return {"edge_err": float(self.total) / max(float(self.count), 1.0)}
 
 
+class AutoencodingMetric(Metric):
+    """Reconstruction error: mean absolute difference between the predicted image and the input image,
+    in [0, 1] intensity units (lower is better)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        self.total += (pred.double() - target.double() / 255).abs().sum()
+        self.count += target.numel()
+
+    def compute(self) -> dict[str, float]:
+        return {"recon_err": float(self.total) / max(float(self.count), 1.0)}
+
+
 def task_metric(task: str, channels: int) -> Metric:
     """A fresh metric for ``task``."""
     if task == "segmentation":
         return SegmentationMetric(channels)
-    return {"depth": DepthMetric, "normals": NormalsMetric, "edges": EdgeMetric}[task]()
+    return {"depth": DepthMetric, "normals": NormalsMetric, "edges": EdgeMetric,
+            "autoencoding": AutoencodingMetric}[task]()
 
 
 def delta_m(metrics: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]

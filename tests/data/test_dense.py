@@ -63,6 +63,18 @@ def test_scenes_tasks_through_build_loaders(tmp_path):
                       test_count=10, tasks=["colour"])
 
 
+def test_scenes_autoencoding_target_is_the_raw_image(tmp_path):
+    loaders = build_loaders("scenes_tasks", root=tmp_path, batch_size=8, eval_batch_size=16, val_size=0,
+                            augment="none", size=16, train_count=30, test_count=10, tasks=["autoencoding"])
+    assert loaders.info.tasks == {"autoencoding": 3}
+    x, targets = next(iter(loaders.test))
+    raw = targets["autoencoding"]
+    assert raw.dtype == torch.uint8 and raw.shape == x.shape
+    mean, std = x.mean((0, 2, 3)), x.std((0, 2, 3))  # the input is the same image, normalised per channel
+    z = (raw.float() - raw.float().mean((0, 2, 3), keepdim=True)) / raw.float().std((0, 2, 3), keepdim=True)
+    assert torch.allclose((x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1), z, atol=1e-3)
+
+
 def test_nyuv2_is_registered_and_reads_the_authors_layout(tmp_path):
     scenes = make_scenes(6, seed=0, size=16)
     seg = np.where(scenes.segmentation > 0, scenes.segmentation + 10, scenes.segmentation)  # NYU ids up to 39

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from leannet.multitask.metrics import (
+    AutoencodingMetric,
     DepthMetric,
     EdgeMetric,
     NormalsMetric,
@@ -51,6 +52,19 @@ def test_edge_metric():
     m = EdgeMetric()
     m.update(torch.tensor([[[[100.0, -100.0]]]]), torch.tensor([[[1, 1]]]))
     assert m.compute()["edge_err"] == pytest.approx(0.5)
+
+
+def test_autoencoding_metric_and_loss_hand_computed():
+    from leannet.multitask.heads import TASKS
+
+    target = torch.tensor([[[[0, 255]], [[51, 102]], [[255, 0]]]], dtype=torch.uint8)  # 1×3×1×2
+    pred = torch.tensor([[[[0.5, 1.0]], [[0.2, 0.2]], [[1.0, 1.0]]]])
+    # |errors| = 0.5, 0, 0, 0.2, 0, 1 → mean 1.7 / 6
+    m = AutoencodingMetric()
+    m.update(pred, target)
+    assert m.compute()["recon_err"] == pytest.approx(1.7 / 6)
+    assert TASKS["autoencoding"].loss(pred, target).item() == pytest.approx(1.7 / 6, rel=1e-6)
+    assert TASKS["autoencoding"].loss(target.float() / 255, target) == 0
 
 
 def test_delta_m_signs():
