@@ -90,6 +90,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             deltas = [delta_m(r["metrics"], baseline) for r in group]
             row["delta_m"] = _ms([d[0] for d in deltas])
             row["delta_m_per_seed"] = [float(d[0]) for d in deltas]
+            row["delta_m_by_seed"] = {f"seed{r['seed']}": float(d[0]) for r, d in zip(group, deltas, strict=True)}
             for task in group[0]["metrics"]:
                 row[f"delta/{task}"] = _ms([d[1][task] for d in deltas])
         row["params"] = _ms([r["deployed_params"] for r in group])

@@ -166,14 +166,21 @@ def _natural(text: str) -> list[Any]:
 
 def collect_labelled(pattern: str, key: str, root: Path) -> list[tuple[str, float]]:
     """(label, value) of `key` over every JSON file matching `pattern`, in natural path order (seed2 before
-    seed10). A label is the file's `seedN` folder (its path when it has none) and the value's position."""
+    seed10). A label is the file's `seedN` folder (its path when it has none) and the value's position; a key
+    that holds a dict of numbers by seed ({"seed0": v, ...}, e.g. a summary's ``delta_m_by_seed``) is labelled
+    by those seeds, so its rows pair by seed, not by position."""
     values: list[tuple[str, float]] = []
     for path in sorted(glob.glob(str(root / pattern)), key=_natural):
         seed = re.search(r"(?:^|/)(seed\d+)(?:/|$)", Path(path).relative_to(root).as_posix())
         try:
-            found = values_at(json.loads(Path(path).read_text()), key)
+            data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise LeannetError(f"cannot read result file {path}: {err}; re-run its command") from None
+        by_seed = lookup(data, key) if " * " not in key else None
+        if isinstance(by_seed, dict) and by_seed and all(re.fullmatch(r"seed\d+", k) for k in by_seed):
+            values += [(f"{k}#0", float(v)) for k, v in sorted(by_seed.items(), key=lambda kv: _natural(kv[0]))]
+            continue
+        found = values_at(data, key)
         values += [(f"{seed.group(1) if seed else path}#{i}", v) for i, v in enumerate(found)]
     return values
 

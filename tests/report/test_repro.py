@@ -168,6 +168,16 @@ def test_paired_rows_pair_by_seed_folder_not_by_position(tmp_path):
     assert "1/3 favour, 2 tied; sign p 1)" in effect([0.5, 0.5, 0.6], [0.5, 0.5, 0.5], ">", paired=True)
 
 
+def test_a_dict_by_seed_pairs_by_its_seeds(tmp_path):
+    from leannet.report.repro import collect_labelled, pair_up
+
+    (tmp_path / "summary.json").write_text(json.dumps({"full": {"d": {"seed0": 1.0, "seed1": 2.0, "seed4": 5.0}},
+                                                       "part": {"d": {"seed4": 4.0, "seed1": 1.5}}}))
+    full = collect_labelled("summary.json", "full.d", tmp_path)
+    assert full == [("seed0#0", 1.0), ("seed1#0", 2.0), ("seed4#0", 5.0)]
+    assert pair_up(full, collect_labelled("summary.json", "part.d", tmp_path)) == ([2.0, 5.0], [1.5, 4.0])
+
+
 def test_gpu_section_says_not_measured_until_a_gpu_run_writes_its_file(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text("gpu_command: bash gpu.sh run\ngpu_benchmarks:\n"
