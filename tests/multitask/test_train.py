@@ -191,3 +191,22 @@ def test_search_makes_the_conflicting_tasks_last_block_private(sharing, tmp_path
         assert p[0, -1] - p[1, -1] > 0.3, np.round(p, 2)
     else:
         assert np.abs(p[0] - p[1]).max() < 0.05, np.round(p, 2)
+
+
+def test_policy_probe_scores_fixed_weights_under_each_policy(tiny, tmp_path, monkeypatch):
+    """scripts/adashare_policy_probe.py: the hard run's own policy reproduces its test metrics (BN re-estimated
+    over the training split, close to the running statistics); a task skipping blocks changes only that task."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import adashare_policy_probe as probe
+
+    hard = train(tiny("name=hard", "trainer.max_epochs=2"))
+    name, skip = probe.parse_policy("skip=1,1,1/1,1,1/1,0,0")
+    assert name == "skip" and skip.tolist() == [[True] * 3, [True] * 3, [True, False, False]]
+    scores = probe.probe(tmp_path / "runs" / "hard", {"all": torch.ones(3, 3, dtype=torch.bool), "skip": skip})
+    assert scores["all"]["depth"]["abs_err"] == pytest.approx(hard["test_depth/abs_err"], rel=0.05)
+    assert scores["skip"]["segmentation"] == scores["all"]["segmentation"]
+    assert scores["skip"]["normals"] != scores["all"]["normals"]
+    with pytest.raises(LeannetError, match="name=1,1,0/1,1,1"):
+        probe.parse_policy("bad=1,x")
+    with pytest.raises(LeannetError, match="tasks × blocks"):
+        probe.probe(tmp_path / "runs" / "hard", {"short": torch.ones(3, 2, dtype=torch.bool)})
