@@ -100,6 +100,7 @@ class GatedBasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
                                           make(out_channels))
         self.norms = task_norms(self)
+        self.residual_scale = 1.0  # stochastic depth: F scaled by its survival probability in evaluation
 
     def partition(self, tasks: tuple[int, ...]) -> list[tuple[int, ...]]:
         """``tasks`` (who reach this block with the same input) grouped by equal running statistics: each
@@ -129,9 +130,12 @@ class GatedBasicBlock(nn.Module):
         """``u`` = (execute, skip) weights; None executes. (Discrete policies skip F altogether: the network
         calls ``shortcut`` alone for a skipped block, so no value is read back from the device here.)"""
         r = self.shortcut(x)
+        f = self.residual(x)
+        if self.residual_scale != 1.0 and not self.training:  # Huang et al. 2016: test with p_l·F
+            f = self.residual_scale * f
         if u is None:
-            return F.relu(r + self.residual(x))
-        return u[0] * F.relu(r + self.residual(x)) + u[1] * r
+            return F.relu(r + f)
+        return u[0] * F.relu(r + f) + u[1] * r
 
 
 class AdaShareNet(nn.Module):

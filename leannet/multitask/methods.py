@@ -69,7 +69,9 @@ class MultiTask(Method):
     task's gradient dominates the shared trunk; measured under hard sharing whatever the run's policy, so
     every variant of one seed (same initial weights, same batches) gets the same weights.
     ``drop_rate`` > 0 is stochastic depth (Huang et al. 2016; AdaShare's ablation baseline): in every training
-    step block l is skipped by every task with probability drop_rate·(l+1)/L; evaluation executes the policy.
+    step block l is skipped by every task with probability p_l = drop_rate·(l+1)/L; evaluation executes the policy
+    with each block's residual branch scaled by its survival probability 1 − p_l (Huang et al., eq. 5), so its
+    expected training output is what the test sees.
     """
 
     monitor = ("loss", "min")
@@ -81,6 +83,9 @@ class MultiTask(Method):
         if not 0 <= drop_rate < 1:
             raise LeannetError(f"method.drop_rate must be in [0, 1), got {drop_rate}")
         self.drop_rate = drop_rate
+        if drop_rate > 0 and isinstance(model, AdaShareNet):
+            for l, survival in enumerate(1 - self.drop_probabilities(model.num_blocks)):
+                model.blocks[l].residual_scale = float(survival)
         if random_like and random_blocks is None:
             raise LeannetError("method.random_like is resolved when the run starts (leannet train / suite)")
         if not isinstance(model, AdaShareNet):
@@ -152,10 +157,13 @@ class MultiTask(Method):
         """The policy of one training step: the fixed one, with blocks dropped at random (``drop_rate``)."""
         if self.drop_rate == 0:
             return self.policy()
-        num_blocks = self.model.num_blocks
-        p_drop = self.drop_rate * torch.arange(1, num_blocks + 1) / num_blocks
-        keep = torch.rand(num_blocks) >= p_drop
+        p_drop = self.drop_probabilities(self.model.num_blocks)
+        keep = torch.rand(len(p_drop)) >= p_drop
         return policy_tensor(self.execute.cpu() & keep).to(self.task_weight)
+
+    def drop_probabilities(self, num_blocks: int) -> Tensor:
+        """Stochastic depth's linear decay: p_l = drop_rate·(l+1)/L for blocks l = 0..L-1."""
+        return self.drop_rate * torch.arange(1, num_blocks + 1) / num_blocks
 
     def forward(self, batch: tuple[Tensor, dict[str, Tensor]]) -> dict[str, Tensor]:
         x, targets = batch

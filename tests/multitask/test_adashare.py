@@ -351,3 +351,26 @@ def test_state_dict_carries_the_task_order():
 def test_gumbel_policy_refuses_a_zero_temperature():
     with pytest.raises(LeannetError, match="tau"):
         gumbel_policy(torch.zeros(2, 3, 2), tau=0)
+
+
+def test_stochastic_depth_drops_blocks_in_training_and_scales_them_at_test():
+    """Huang et al. 2016: block l is dropped with p_l = drop_rate·(l+1)/L in training; at test every block runs
+    with its residual branch scaled by the survival probability 1 − p_l."""
+    from leannet.multitask.methods import MultiTask
+
+    net = tiny_net()
+    method = MultiTask(net, 0, drop_rate=0.5)
+    p = method.drop_probabilities(net.num_blocks)
+    assert p.tolist() == pytest.approx([0.125, 0.25, 0.375, 0.5])
+    assert [b.residual_scale for b in net.blocks] == pytest.approx([0.875, 0.75, 0.625, 0.5])
+    torch.manual_seed(0)
+    executed = torch.stack([method.train_policy()[0, :, 0] for _ in range(2000)])  # same for every task
+    assert executed.mean(0).tolist() == pytest.approx((1 - p).tolist(), abs=0.04)
+    block = net.blocks[3].eval()
+    x = torch.randn(2, 8, 4, 4)
+    with torch.no_grad():
+        expected = torch.relu(block.shortcut(x) + 0.5 * block.residual(x))
+        assert torch.allclose(block(x), expected)
+        block.train()
+        assert torch.allclose(block(x), torch.relu(block.shortcut(x) + block.residual(x)))
+    assert all(b.residual_scale == 1.0 for b in tiny_net().blocks)  # no stochastic depth: plain blocks
