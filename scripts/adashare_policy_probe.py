@@ -66,6 +66,7 @@ def main() -> None:
                "test": probe(run_dir, policies)}
         print(json.dumps(row), flush=True)
         rows.append(row)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, {"runs": rows, "note": "the same weights under each policy, per-task BN re-estimated"})
 
 
