@@ -59,10 +59,14 @@ def load_runs(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def _merge_single(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The single-task runs of each seed as one run over all their tasks."""
+    """The single-task runs of each seed as one run over all their tasks (a seed whose single-task runs do not
+    cover every task yet is left out)."""
     merged = [r for r in runs if r["variant"] != SINGLE]
+    every_task = {t for r in runs if r["variant"] == SINGLE for t in r["tasks"]}
     for seed in sorted({r["seed"] for r in runs if r["variant"] == SINGLE}):
         group = [r for r in runs if r["variant"] == SINGLE and r["seed"] == seed]
+        if {t for r in group for t in r["tasks"]} != every_task:
+            continue
         merged.append({"variant": SINGLE, "seed": seed, "tasks": [t for r in group for t in r["tasks"]],
                        "metrics": {t: v for r in group for t, v in r["metrics"].items()},
                        "deployed_params": sum(r["deployed_params"] for r in group),
@@ -159,12 +163,13 @@ def markdown(summary: dict[str, Any]) -> str:
         row = summary[v]
         deltas = [_pm(row[f"delta/{t}"], 2) if f"delta/{t}" in row else "–" for t in tasks]
         paired = [_paired_cell(row, key) for _, key in pairs]
-        blocks = ", ".join(f"{b[0]:.1f}" for b in row["executed_blocks"].values()) if "executed_blocks" in row else "–"
+        executed = row.get("executed_blocks", {})
+        blocks = ", ".join(f"{executed[t][0]:.1f}" if t in executed else "–" for t in tasks) if executed else "–"
         lines.append(f"| {v} | {_pm(row['delta_m'], 2) if 'delta_m' in row else '–'} | " + " | ".join(paired) + " | "
                      + " | ".join(deltas)
                      + f" | {row['params'][0]:,.0f} | {blocks} of {row['num_blocks']}"
                      + f" | {_policy_cell(row)} | {row['seconds'][0]:.0f} | {', '.join(map(str, row['seeds']))} |")
-    order = ", ".join(next((list(r["executed_blocks"]) for r in summary.values() if "executed_blocks" in r), []))
+    order = ", ".join(tasks)
     lines += ["", f"Executed blocks per task in the order {order}; paired columns: mean ± std over shared seeds "
               "of the per-seed difference, and how many seeds favour the row."]
     return "\n".join(lines) + "\n"

@@ -90,3 +90,19 @@ def test_task_losses_reward_correct_predictions():
     assert TASKS["normals"].loss(normals * 2, normals).abs() < 1e-6
     seg = torch.nn.functional.one_hot(target, 5).permute(0, 3, 1, 2).float() * 20
     assert TASKS["segmentation"].loss(seg, target) < 1e-6
+
+
+def test_report_leaves_out_a_seed_whose_single_task_runs_are_incomplete():
+    from leannet.multitask.report import SINGLE, summarize
+
+    def run(variant, seed, metrics):
+        return {"variant": variant, "seed": seed, "tasks": list(metrics), "metrics": metrics, "deployed_params": 1,
+                "executed_blocks": {t: 2 for t in metrics}, "num_blocks": 2, "train_seconds": 1.0}
+
+    seg, ae = {"miou": 0.5, "pixel_acc": 0.8}, {"recon_err": 0.1}
+    runs = [run(SINGLE, 0, {"segmentation": seg}), run(SINGLE, 0, {"autoencoding": ae}),
+            run(SINGLE, 1, {"segmentation": {"miou": 0.9, "pixel_acc": 0.9}}),  # seed 1's autoencoding not run yet
+            run("hard", 0, {"segmentation": {"miou": 0.55, "pixel_acc": 0.8}, "autoencoding": {"recon_err": 0.1}})]
+    summary = summarize(runs)
+    assert summary[SINGLE]["seeds"] == [0]
+    assert summary["hard"]["delta_m_by_seed"] == {"seed0": pytest.approx(10 / 3)}  # (10 + 0 + 0) / 3 metrics
