@@ -83,14 +83,13 @@ class MultiTask(Method):
         if not 0 <= drop_rate < 1:
             raise LeannetError(f"method.drop_rate must be in [0, 1), got {drop_rate}")
         self.drop_rate = drop_rate
-        if drop_rate > 0 and isinstance(model, AdaShareNet):
-            for l, survival in enumerate(1 - self.drop_probabilities(model.num_blocks)):
-                model.blocks[l].residual_scale = float(survival)
         if random_like and random_blocks is None:
             raise LeannetError("method.random_like is resolved when the run starts (leannet train / suite)")
         if not isinstance(model, AdaShareNet):
             raise LeannetError(f"method {type(self).__name__.lower()} needs model.name=adashare_resnet, "
                                f"got a {type(model).__name__}")
+        for block, drop in zip(model.blocks, self.drop_probabilities(model.num_blocks).tolist(), strict=True):
+            block.residual_scale = 1 - drop
         if balance not in BALANCING:
             raise LeannetError(f"unknown method.balance '{balance}'; valid: {', '.join(BALANCING)}")
         self.tasks = list(model.task_names)
