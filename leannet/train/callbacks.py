@@ -17,7 +17,7 @@ from leannet.train.module import NonFiniteLossError
 
 __all__ = [
     "AtomicCheckpointIO", "EpochCheckpoints", "EpochMonitor", "FailAfterEpoch", "FiniteGuard", "RunCheckpoint",
-    "atomic_torch_save", "read_metrics", "safe_torch_load", "write_metrics",
+    "TrainClock", "atomic_torch_save", "read_metrics", "safe_torch_load", "write_metrics",
 ]
 
 
@@ -52,6 +52,31 @@ class RunCheckpoint(ModelCheckpoint):
                 "best_k_models": {here(k): v for k, v in (state_dict.get("best_k_models") or {}).items()},
             }
         super().load_state_dict(state_dict)
+
+
+class TrainClock(L.Callback):
+    """Wall-clock seconds of `fit` summed over a run's resumed segments (kept in every checkpoint's state).
+
+    A resumed run restores the seconds its checkpoint had counted; time spent after that checkpoint in an
+    interrupted segment is not counted, as its work is redone.
+    """
+
+    def __init__(self) -> None:
+        self.before = 0.0
+        self.start: float | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Seconds counted so far: the restored segments plus this one."""
+        return self.before + (time.perf_counter() - self.start if self.start is not None else 0.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("seconds", 0.0))
 
 
 class FiniteGuard(L.Callback):

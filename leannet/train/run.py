@@ -17,7 +17,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +39,14 @@ from leannet.plugins import load_plugins
 from leannet.runio import CheckpointWriteError, epoch_metrics, remove_orphans, safe_torch_load, write_json
 from leannet.runlock import RunLock, claim_run_dir, first_missing, is_rank_zero, remove_unused
 from leannet.stages import active_loop, apply_transforms
-from leannet.train.callbacks import AtomicCheckpointIO, EpochCheckpoints, EpochMonitor, FiniteGuard, RunCheckpoint
+from leannet.train.callbacks import (
+    AtomicCheckpointIO,
+    EpochCheckpoints,
+    EpochMonitor,
+    FiniteGuard,
+    RunCheckpoint,
+    TrainClock,
+)
 from leannet.train.checks import check_recipe, check_resume
 from leannet.train.module import LeanModule, NonFiniteLossError
 from leannet.train.threads import thread_count
@@ -187,8 +193,8 @@ def make_trainer(config: DictConfig, run_dir: Path, callbacks: list[L.Callback] 
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
         precision=t.precision, max_epochs=t.max_epochs, logger=loggers or False,
-        callbacks=[EpochMonitor(run_dir / "metrics.csv", t.progress != "none"), FiniteGuard(), best, last, *extra,
-                   *callbacks],
+        callbacks=[EpochMonitor(run_dir / "metrics.csv", t.progress != "none"), FiniteGuard(), TrainClock(), best, last,
+                   *extra, *callbacks],
         plugins=[AtomicCheckpointIO()], enable_progress_bar=show_bar, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=batch_limit(t.limit_train_batches), default_root_dir=run_dir,
@@ -303,12 +309,11 @@ def _train(config: DictConfig, run_dir: Path, resume: bool, callbacks: list[L.Ca
         trainable = count_parameters(built.method, trainable_only=True)
         print(f"run {run_dir}: {config.model.name} on {config.data.name}, method {config.method.name}, "
               f"{params:,} parameters ({trainable:,} trainable)", flush=True)
-    start = time.perf_counter()
     trainer.fit(
         built.module, built.loaders.train, built.loaders.val if has_val else None,
         ckpt_path=str(last) if resume else None, weights_only=True,
     )
-    train_seconds = time.perf_counter() - start
+    train_seconds = next(c for c in trainer.callbacks if isinstance(c, TrainClock)).seconds()  # all segments
     final = _test_accuracy(trainer, built.module, built.loaders, ckpt=None)
     best = _test_accuracy(trainer, built.module, built.loaders, ckpt="best") if has_val and not _last_is_best(
         run_dir, trainer) else final

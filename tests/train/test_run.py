@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 import torch
@@ -42,11 +43,17 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_recipe, tmp_path):
     with pytest.raises(InterruptedError):
         train(config, run_dir=tmp_path / "broken", callbacks=[FailAfterEpoch(1)])
     assert safe_torch_load(tmp_path / "broken" / "checkpoints" / "last.ckpt")["epoch"] == 0
-    resume(tmp_path / "broken")
+    counted = safe_torch_load(tmp_path / "broken" / "checkpoints" / "last.ckpt")["callbacks"]["TrainClock"]["seconds"]
+    assert counted > 0
+    start = time.perf_counter()
+    results = resume(tmp_path / "broken")
+    second_segment = time.perf_counter() - start
     straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "broken")
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+    # train_seconds counts the first segment (up to its checkpoint) as well as the resumed one
+    assert counted < results["train_seconds"] < counted + second_segment
 
 
 def test_last_checkpoint_is_the_last_epoch_even_without_a_new_best(tiny_recipe, tmp_path):
