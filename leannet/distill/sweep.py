@@ -66,6 +66,8 @@ class Student:
     alpha: float
     temperature: float
     teacher_bn: str = "stored"
+    multiplier: float = 1.0  # m on batch-mean KL, unless official_multiplier (the official code's m, KL ÷ K) is set
+    official_multiplier: float | None = None
 
     @property
     def teacher_variant(self) -> str:
@@ -78,7 +80,9 @@ class Student:
 
     @property
     def setting(self) -> str:
-        return f"α {self.alpha:g}, T {self.temperature:g}"
+        weight = (f"official m {self.official_multiplier:g}" if self.official_multiplier is not None
+                  else f"m {self.multiplier:g}")
+        return f"α {self.alpha:g}, T {self.temperature:g}, {weight}"
 
 
 def students(runs: list) -> list[Student]:
@@ -93,7 +97,8 @@ def students(runs: list) -> list[Student]:
                                f"got {method.get('teacher')!r}")
         found[run.variant] = Student(run.variant, method.teacher, method.get("teacher_checkpoint", "last"),
                                      float(method.alpha), float(method.temperature),
-                                     method.get("teacher_bn", "stored"))
+                                     method.get("teacher_bn", "stored"), float(method.get("multiplier", 1.0)),
+                                     method.get("official_multiplier"))
     return list(found.values())
 
 

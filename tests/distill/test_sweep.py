@@ -56,7 +56,10 @@ def test_sweep_suite_lists_teachers_before_their_students():
     suite, runs = load_suite(SUITE)
     order = list(suite.variants)
     sweep = students(runs)
-    assert len(sweep) == 20 and {s.temperature for s in sweep} == {4.0, 20.0}
+    assert len(sweep) == 22 and {s.temperature for s in sweep} == {4.0, 20.0}
+    settings = {s.variant: s.setting for s in sweep}
+    assert settings["dekd_ep1_t20"] == "α 0.95, T 20, official m 1"  # the official KL ÷ K: m 0.1 on batch-mean
+    assert settings["dekd_ep1_t20_m1"] == "α 0.95, T 20, m 1" and settings["dekd_ep1_t4"] == "α 0.9, T 4, m 1"
     assert {s.teacher_bn for s in sweep} == {"recompute"}
     for student in sweep:  # every teacher is trained by the suite, earlier in its order
         assert order.index(student.teacher_variant) < order.index(student.variant)
@@ -102,5 +105,5 @@ def test_sweep_end_to_end_tiny(tmp_path, monkeypatch):
     assert rows["dekd_ep1_t4"]["gain"]["per_seed"] == pytest.approx([got[0] - base[0], got[1] - base[1]])
     assert rows["dekd_ep1_t4"]["family"] == "quality" and rows["dekd_ep5_t4"]["gain"]["n"] == 0
     table = (out / "table.md").read_text()
-    assert "| ResNet-20, epoch 1 | α 0.9, T 4 |" in table and "not run yet" in table
+    assert "| ResNet-20, epoch 1 | α 0.9, T 4, m 1 |" in table and "not run yet" in table
     assert (out / "gain_vs_teacher.png").stat().st_size > 10_000
