@@ -33,6 +33,7 @@ from leannet.errors import LeannetError
 from leannet.report.table import mean_std
 
 # Quoted from ../shared/papers/tfkd.md (CIFAR-100): teacher accuracy, student baseline, student with KD.
+ZOOM = (-8.0, 2.5)  # points of teacher − baseline accuracy shown in the middle panel
 PAPER_POINTS = {
     "De-KD (paper, CIFAR-100): ResNet18 at 15.48 % teaches MobileNetV2": (15.48, 68.38, 70.65),
     "Re-KD (paper, CIFAR-100): MobileNetV2 teaches ResNet18": (68.38, 75.87, 77.28),
@@ -265,8 +266,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
         "mean ± std over seeds; teachers' numbers over the same seeds, BatchNorm statistics as the student saw them.",
         "",
         "| teacher | KD setting | teacher test acc % | teacher − baseline (points) | teacher train acc % "
-        "| soft-target entropy at T (nats) | student test acc % | gain (points) | seeds better |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| entropy at T 1 (nats) | soft-target entropy at the student's T | student test acc % | gain (points) "
+        "| seeds better |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["rows"]:
         gain = row["gain"]
@@ -274,15 +276,17 @@ def markdown_table(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {row['label']} | {row['setting']} | {_pm(row['teacher_test_acc'])} "
             f"| {_pm(row['teacher_minus_baseline'], signed=True)} | {_pm(row['teacher_train_acc'])} "
-            f"| {_pm(row['entropy'], 1.0, 3)} | {_pm(row['student_test_acc'])} "
+            f"| {_pm(row['entropy_T1'], 1.0, 3)} | {_pm(row['entropy'], 1.0, 3)} | {_pm(row['student_test_acc'])} "
             f"| {_pm({'mean': gain['mean'], 'std': gain['std']}, signed=True)} | {wins} |")
     return "\n".join(lines) + "\n"
 
 
 def plot_sweep(summary: dict[str, Any], path: Path) -> Path | None:
-    """Gain (mean ± std over seeds) against teacher − baseline accuracy (left) and soft-target entropy at the
-    student's T (right); De-KD checkpoints joined by a line per setting, sizes as squares, the paper's points
-    as stars (left panel only: it reports no entropy)."""
+    """Gain (mean ± std over seeds) against teacher − baseline accuracy (left: all teachers with the paper's
+    points as stars; middle: the teachers within ZOOM points of the baseline, where the sign of the gain
+    changes) and against the entropy of the teacher's softmax at T 1 on the training images (right: at the
+    student's T 20 every teacher is within 0.04 nats of uniform, so T 1 is what separates them). De-KD
+    checkpoints are joined by a line per setting, sizes drawn as squares."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -291,7 +295,10 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> Path | None:
     rows = [r for r in summary["rows"] if r["gain"]["n"] and r["teacher_test_acc"]["n"]]
     if not rows:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
+    panels = ((axes[0], "teacher_minus_baseline", 100.0, lambda x: x < ZOOM[0]),
+              (axes[1], "teacher_minus_baseline", 100.0, lambda x: ZOOM[0] <= x <= ZOOM[1]),
+              (axes[2], "entropy_T1", 1.0, lambda x: False))
     colours = {}
     for (family, setting), group in itertools.groupby(
             sorted(rows, key=lambda r: (r["family"], r["setting"])), key=lambda r: (r["family"], r["setting"])):
@@ -299,7 +306,7 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> Path | None:
         colour = colours.setdefault(setting, f"C{len(colours)}")
         marker, line = ("o", "-") if family == "quality" else ("s", "none")
         what = "teacher quality (checkpoints)" if family == "quality" else "teacher size"
-        for ax, xkey, scale in ((axes[0], "teacher_minus_baseline", 100.0), (axes[1], "entropy", 1.0)):
+        for ax, xkey, scale, labelled in panels:
             xs = [scale * r[xkey]["mean"] if r[xkey]["mean"] is not None else math.nan for r in group]
             xe = [scale * (r[xkey]["std"] or 0.0) for r in group]
             ys = [100 * r["gain"]["mean"] for r in group]
@@ -307,24 +314,30 @@ def plot_sweep(summary: dict[str, Any], path: Path) -> Path | None:
             ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker=marker, ls=line, color=colour, capsize=2, lw=1,
                         label=f"{what}, {setting}")
             for x, y, r in zip(xs, ys, group, strict=True):
-                ax.annotate(r["label"].replace("ResNet-", "R"), (x, y), fontsize=6, xytext=(3, 3),
-                            textcoords="offset points")
+                if labelled(x):
+                    ax.annotate(r["label"].replace("ResNet-", "R").replace(", epoch ", " ep"), (x, y),
+                                fontsize=6, xytext=(3, 3), textcoords="offset points", color=colour)
     for name, (teacher, student, kd) in PAPER_POINTS.items():
         axes[0].plot(teacher - student, kd - student, "k*", ms=10)
-        axes[0].annotate(name, (teacher - student, kd - student), fontsize=6, xytext=(4, -10),
+        axes[0].annotate(name.split(":")[0], (teacher - student, kd - student), fontsize=7, xytext=(5, -4),
                          textcoords="offset points")
-    axes[0].axvline(0, color="grey", lw=0.8, ls=":")
-    axes[0].set(xlabel="teacher − student baseline test accuracy (points; left of 0: weaker teacher)",
+    axes[0].axvspan(*ZOOM, color="grey", alpha=0.12, lw=0)
+    axes[0].set(xlabel="teacher − student baseline test accuracy (points)",
                 ylabel="student gain over the baseline (points, paired by seed)",
-                title="gain vs teacher accuracy (stars: the paper, CIFAR-100)")
-    axes[1].axvline(math.log(10), color="grey", lw=0.8, ls=":")
-    axes[1].set(xlabel="entropy of softmax(teacher logits / T), training images (nats; ln 10 dotted)",
-                title="gain vs soft-target entropy at the student's T")
+                title="all teachers (stars: the paper, CIFAR-100)")
+    axes[1].set(xlim=ZOOM, ylim=(-9, 3.5), xlabel="teacher − student baseline test accuracy (points)",
+                title=f"zoom: teachers within {-ZOOM[0]:g} points of the baseline")
+    axes[2].axvline(math.log(10), color="grey", lw=0.8, ls=":")
+    axes[2].set(xlabel="teacher entropy at T 1, training images (nats; ln 10 dotted)",
+                title="gain vs the teacher's entropy at T 1")
     for ax in axes:
         ax.axhline(0, color="k", lw=0.8)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    for ax in axes[:2]:
+        ax.axvline(0, color="grey", lw=0.8, ls=":")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
