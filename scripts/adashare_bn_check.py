@@ -12,6 +12,15 @@ tested three ways, and Δm is computed against the single-task runs of the same 
 
     python scripts/adashare_bn_check.py runs/multitask/scenes/{adashare,random,tree,hard}/seed0 \
         --single results/multitask/scenes --out results/multitask/scenes/bn_check.json
+
+Stochastic depth (``method.drop_rate``) trains its running statistics on randomly shortened networks and tests
+the full one with scaled residuals; re-estimation runs the network the test runs, so ``per_task_recomputed``
+measures how much of its loss is that mismatch:
+
+    python scripts/adashare_bn_check.py runs/multitask/scenes/stochastic_depth{,_low}/seed{0,1,2} \
+        --single results/multitask/scenes --out results/multitask/scenes/bn_check_stochastic_depth.json
+    python scripts/adashare_bn_check.py runs/multitask/scenes/stochastic_depth{,_low}/seed{0,1,2} --unscaled \
+        --single results/multitask/scenes --out results/multitask/scenes/bn_check_stochastic_depth_unscaled.json
 """
 
 from __future__ import annotations
@@ -22,9 +31,8 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
 
-from leannet.multitask.adashare import task_norms
+from leannet.multitask.adashare import reestimate_task_statistics, task_norms
 from leannet.multitask.metrics import HIGHER_IS_BETTER, delta_m
 from leannet.multitask.report import SINGLE, load_runs
 from leannet.runio import write_json
@@ -42,26 +50,12 @@ def test_metrics(built) -> dict[str, dict[str, float]]:
     return metrics
 
 
-@torch.no_grad()
 def recompute_statistics(built) -> None:
     """Re-estimate every task's statistics along its own path: a cumulative average over the training split."""
-    net, method = built.method.model, built.method
-    layers = task_norms(net)
-    saved = [(layer.norm.momentum, layer) for layer in layers]
-    for layer in layers:
-        layer.norm.momentum = None  # cumulative average
-        for name in layer.stat_names:
-            rows = getattr(layer, f"task_{name}")
-            rows.copy_(torch.zeros_like(rows) if name != "running_var" else torch.ones_like(rows))
-    net.train()
     loader = built.loaders.train
     if hasattr(loader, "set_subset"):
         loader.set_subset(None)
-    for x, _ in loader:
-        net(x, method.eval_policy())
-    for momentum, layer in saved:
-        layer.norm.momentum = momentum
-    net.eval()
+    reestimate_task_statistics(built.method.model, built.method.eval_policy(), (x for x, _ in loader))
 
 
 def mix_statistics(built) -> None:
@@ -73,11 +67,24 @@ def mix_statistics(built) -> None:
                 rows.copy_(rows.mean(0, keepdim=True).expand_as(rows))
 
 
+COLUMNS = ("per_task_running", "per_task_recomputed", "mixed")
+
+
+def unscale(built, unscaled: bool) -> None:
+    """With ``unscaled``, test stochastic depth's full network without Huang et al.'s p_l·F scaling."""
+    if unscaled:
+        for block in built.method.model.modules():
+            if hasattr(block, "residual_scale"):
+                block.residual_scale = 1.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", type=Path)
     parser.add_argument("--single", type=Path, required=True, help="folder with the suite's single-task runs")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--unscaled", action="store_true",
+                        help="stochastic depth: test every block at full scale (no survival-probability scaling)")
     args = parser.parse_args()
     quiet_lightning()
     single = [r for r in load_runs([args.single]) if r["variant"] == SINGLE]
@@ -90,9 +97,11 @@ def main() -> None:
     rows = []
     for run_dir in args.run_dirs:
         _, built = load_trained(run_dir, "last")
+        unscale(built, args.unscaled)
         row = {"run": str(run_dir), "policy": built.method.execute.int().tolist()}
         row["per_task_running"] = delta_m(test_metrics(built), base)[0]
         _, recomputed = load_trained(run_dir, "last")
+        unscale(recomputed, args.unscaled)
         recompute_statistics(recomputed)
         row["per_task_recomputed"] = delta_m(test_metrics(recomputed), base)[0]
         mix_statistics(recomputed)
@@ -100,7 +109,13 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, {"baseline_runs": len(single), "runs": rows,
+    by_variant: dict[str, dict[str, dict[str, float]]] = {}  # variant -> statistics -> seedN -> Δm
+    for row in rows:
+        run = Path(row["run"])
+        for column in COLUMNS:
+            by_variant.setdefault(run.parent.name, {}).setdefault(column, {})[run.name] = row[column]
+    write_json(args.out, {"baseline_runs": len(single), "runs": rows, "by_variant": by_variant,
+                          "unscaled": args.unscaled,
                           "note": "Δm % vs the single-task mean; the same weights, three sets of BN statistics"})
 
 

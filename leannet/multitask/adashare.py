@@ -12,6 +12,7 @@ so a skipped block (u = (0, 1)) is exactly its shortcut. Policies ``u`` come fro
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 from leannet.errors import LeannetError
 from leannet.models.norms import make_norm
 from leannet.multitask.heads import DenseHead
+from leannet.norm.recalibrate import running_stat_layers
 
 
 class TaskNorm(nn.Module):
@@ -78,6 +80,39 @@ def _forget_inner_statistics(module: TaskNorm, incompatible: Any) -> None:
 def task_norms(module: nn.Module) -> list[TaskNorm]:
     """Every :class:`TaskNorm` inside ``module``."""
     return [m for m in module.modules() if isinstance(m, TaskNorm)]
+
+
+@torch.no_grad()
+def reestimate_task_statistics(net: nn.Module, policy: torch.Tensor | None, batches: Iterable[torch.Tensor]) -> int:
+    """Replace every task's running statistics by their exact average over ``batches`` (inputs), each task's
+    taken along its own path of ``policy``: the cumulative mean of PyTorch's ``momentum=None`` (Ioffe & Szegedy
+    2015, Alg. 2). The network estimated is the one evaluation runs: stochastic depth's residual branches are
+    scaled by their survival probability here too (Huang et al. 2016, eq. 5), while the norms collect
+    statistics. Weights are untouched; the net is left in eval mode. Returns the number of batches used."""
+    layers = task_norms(net)
+    inner = {id(layer.norm) for layer in layers}
+    plain = [m for m in running_stat_layers(net) if id(m) not in inner]  # one path: the stem's, the heads'
+    momenta = [m.momentum for m in [layer.norm for layer in layers] + plain]
+    for layer in layers:
+        layer.norm.momentum = None
+        for name in layer.stat_names:
+            rows = getattr(layer, f"task_{name}")
+            rows.copy_(torch.ones_like(rows) if name == "running_var" else torch.zeros_like(rows))
+    for m in plain:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    for block in net.modules():
+        if getattr(block, "residual_scale", 1.0) != 1.0:
+            block.training = False  # this module alone: its norms stay in training mode
+    used = 0
+    for x in batches:
+        net(x, policy)
+        used += 1
+    for m, momentum in zip([layer.norm for layer in layers] + plain, momenta, strict=True):
+        m.momentum = momentum
+    net.eval()
+    return used
 
 
 class GatedBasicBlock(nn.Module):

@@ -11,10 +11,12 @@ from leannet.multitask.adashare import (
     learnable_blocks,
     policy_tensor,
     random_policy,
+    reestimate_task_statistics,
     sample_discrete,
     sharing_loss,
     sharing_weights,
     sparsity_loss,
+    task_norms,
 )
 from leannet.multitask.methods import AdaShareSearch
 
@@ -374,3 +376,39 @@ def test_stochastic_depth_drops_blocks_in_training_and_scales_them_at_test():
         block.train()
         assert torch.allclose(block(x), torch.relu(block.shortcut(x) + block.residual(x)))
     assert all(b.residual_scale == 1.0 for b in tiny_net().blocks)  # no stochastic depth: plain blocks
+
+
+@pytest.mark.parametrize("drop_rate", [0.0, 0.5])
+def test_reestimated_statistics_are_those_of_the_network_evaluation_runs(drop_rate):
+    """After re-estimation on X, every norm's running mean (row of the task whose path reaches it) equals the
+    mean of its input when the net is evaluated on X: along each task's path, and with stochastic depth's
+    residuals scaled as the test scales them."""
+    from leannet.multitask.methods import MultiTask
+
+    net = tiny_net()
+    MultiTask(net, 0, drop_rate=drop_rate)
+    execute = torch.ones(3, 4, dtype=torch.bool)
+    execute[1, 2] = False  # depth skips block 2: blocks 2 and 3 see two different inputs
+    u = policy_tensor(execute)
+    xs = [torch.randn(32, 3, 8, 8, generator=torch.Generator().manual_seed(0))]  # one batch: eval normalises as
+    assert reestimate_task_statistics(net, u, iter(xs)) == 1                       # training did, up to n/(n-1)
+    assert not net.training
+    seen: dict[int, list[torch.Tensor]] = {}
+    hooks = [layer.register_forward_hook(lambda m, a, out, i=i: seen.setdefault(i, []).append(
+        (m.tasks, a[0].mean((0, 2, 3))))) for i, layer in enumerate(task_norms(net))]
+    with torch.no_grad():
+        for x in xs:
+            net(x, u)
+    for hook in hooks:
+        hook.remove()
+    checked = 0
+    for i, layer in enumerate(task_norms(net)):
+        by_tasks: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        for tasks, mean in seen[i]:
+            by_tasks.setdefault(tasks, []).append(mean)
+        for tasks, means in by_tasks.items():
+            for t in tasks:
+                torch.testing.assert_close(layer.task_running_mean[t], torch.stack(means).mean(0),
+                                           rtol=1e-3, atol=1e-3)
+                checked += 1
+    assert checked == 3 * len(task_norms(net)) - 2  # every row but depth's in the block it skips
