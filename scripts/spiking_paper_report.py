@@ -2,7 +2,7 @@
 
     leannet suite spiking/suite_paper_mlp --variants tssl trainer.threads=1 --publish            # beside:
     leannet suite spiking/suite_paper_mlp --variants surrogate_bptt trainer.threads=1 --publish
-    timeout -s INT 4h leannet suite spiking/suite_paper_cnn trainer.threads=1   # partial; re-run to continue
+    timeout 4h leannet suite spiking/suite_paper_cnn trainer.threads=1          # partial; re-run to continue
     python scripts/spiking_paper_report.py
 
 Reads the suites' published runs (results_dir/<variant>/seed*/metrics.csv + results.json) and, for runs not
