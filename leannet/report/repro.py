@@ -223,6 +223,8 @@ def effect(
         return (f"{scale * mean:+.{digits}f} ± {scale * std:.{digits}f}{unit} (paired; {len(favour)}/{len(diffs)} "
                 f"favour{ties}; sign p {p:.2g})")
     delta, se = difference(a, b, paired=False)
+    if min(len(a), len(b)) < 2:  # a single value has no spread to estimate the error from
+        return f"{scale * delta:+.{digits}f}{unit} (one value on a side: no SE)"
     return f"{scale * delta:+.{digits}f}{unit} (SE {scale * se:.{digits}f})"
 
 
@@ -268,8 +270,10 @@ def verdict(a: list[float], b: list[float], op: str, paired: bool = False) -> st
 
 
 def _fmt(values: list[float], scale: float, digits: int = 2) -> str:
+    """Mean ± std over the values; a single value alone (its spread is unknown, not zero)."""
     mean, std = (f"{scale * v:.{digits}f}" for v in mean_std(values))
-    return f"{mean.lstrip('-') if float(mean) == 0 else mean} ± {std}"
+    mean = mean.lstrip("-") if float(mean) == 0 else mean
+    return mean if len(values) == 1 else f"{mean} ± {std}"
 
 
 def section_values(section: Section, root: Path) -> dict[str, list[tuple[str, float]]]:

@@ -165,6 +165,7 @@ def test_paired_rows_pair_by_seed_folder_not_by_position(tmp_path):
     assert xs == [0.82, 0.90] and ys == [0.81, 0.85]  # only seeds 2 and 10 are in both rows
     assert effect(xs, ys, ">", paired=True, scale=100) == "+3.00 ± 2.83 (paired; 2/2 favour; sign p 0.5)"
     assert effect([0.9, 0.8], [0.7, 0.6], ">", paired=False, scale=100).startswith("+20.00 (SE ")
+    assert effect([0.9], [0.7, 0.6], ">", paired=False, scale=100) == "+25.00 (one value on a side: no SE)"
     assert "1/3 favour, 2 tied; sign p 1)" in effect([0.5, 0.5, 0.6], [0.5, 0.5, 0.5], ">", paired=True)
 
 
@@ -214,12 +215,14 @@ def test_contention_benchmark_row_reads_its_json_and_tolerates_its_absence(tmp_p
 
 def test_quoted_rows_included_tables_and_missing_plots(tmp_path):
     (tmp_path / "teachers.json").write_text(json.dumps({"points": {"t:epoch1": {"seeds": {"0": {"acc": 0.2},
-                                                                                          "1": {"acc": 0.4}}}}}))
+                                                                                          "1": {"acc": 0.4}}},
+                                                               "t:last": {"seeds": {"0": {"acc": 0.9}}}}}))
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         "sections:\n  - title: S\n    command: make it\n"
         "    rows:\n      - {name: paper, quoted: '89.75 ± 0.03 %', quoted_best: '89.80 %'}\n"
         "      - {name: teacher, files: teachers.json, key: 'points.t:epoch1.seeds.*.acc'}\n"
+        "      - {name: one, files: teachers.json, key: 'points.t:last.seeds.*.acc'}\n"
         "      - {name: later, files: 'none/seed*/results.json', missing: 'not run yet (above)'}\n"
         "    tables: [table.md, absent.md]\n    plots: [curve.png, absent.png]\n"
     )
@@ -229,6 +232,7 @@ def test_quoted_rows_included_tables_and_missing_plots(tmp_path):
     text = (tmp_path / "REPRODUCTION.md").read_text()
     assert "| paper | paper | 89.75 ± 0.03 % | 89.80 % |" in text
     assert "| teacher | 2 seeds | 30.00 ± 14.14 % | – |" in text  # '*' over a dict's values
+    assert "| one | 1 seed | 90.00 % | – |" in text  # one value: no spread to show
     assert "| later | – | not run yet (above) | – |" in text
     assert "| x | y |\n|---|---|\n| 1 | 2 |" in text and "*absent.md: not generated yet* (`make it`)" in text
     assert "![curve](curve.png)" in text and "*plot absent.png: not generated yet*" in text
