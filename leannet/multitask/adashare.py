@@ -50,6 +50,12 @@ class TaskNorm(nn.Module):
         self.tasks: tuple[int, ...] = tuple(range(num_tasks))
         self.register_load_state_dict_post_hook(_forget_inner_statistics)
 
+    def statistics_key(self) -> tuple[tuple[int, int], ...]:
+        """Changes whenever a statistics row is written or replaced (PyTorch's in-place version counter), so
+        a comparison of rows can be cached without reading device values."""
+        rows = [getattr(self, f"task_{n}") for n in self.stat_names]
+        return tuple((id(row), row._version) for row in rows)
+
     def same_statistics(self, a: int, b: int) -> bool:
         """Whether tasks ``a`` and ``b`` hold identical running statistics here."""
         return all(torch.equal(getattr(self, f"task_{n}")[a], getattr(self, f"task_{n}")[b])
@@ -136,11 +142,22 @@ class GatedBasicBlock(nn.Module):
                                           make(out_channels))
         self.norms = task_norms(self)
         self.residual_scale = 1.0  # stochastic depth: F scaled by its survival probability in evaluation
+        self._partitions: tuple[tuple, dict[tuple[int, ...], list[tuple[int, ...]]]] = ((), {})
 
     def partition(self, tasks: tuple[int, ...]) -> list[tuple[int, ...]]:
         """``tasks`` (who reach this block with the same input) grouped by equal running statistics: each
         group can be computed once. Statistics differ only where the tasks' paths differed while they were
-        estimated (e.g. soft policies during the search)."""
+        estimated (e.g. soft policies during the search). Cached until a statistics row changes: comparing
+        rows reads them back from the device, once per pair and layer."""
+        key = tuple(layer.statistics_key() for layer in self.norms)
+        if self._partitions[0] != key:
+            self._partitions = (key, {})
+        cache = self._partitions[1]
+        if tasks not in cache:
+            cache[tasks] = self._group_by_statistics(tasks)
+        return cache[tasks]
+
+    def _group_by_statistics(self, tasks: tuple[int, ...]) -> list[tuple[int, ...]]:
         groups: list[tuple[int, ...]] = []
         for t in tasks:
             for i, group in enumerate(groups):

@@ -412,3 +412,28 @@ def test_reestimated_statistics_are_those_of_the_network_evaluation_runs(drop_ra
                                            rtol=1e-3, atol=1e-3)
                 checked += 1
     assert checked == 3 * len(task_norms(net)) - 2  # every row but depth's in the block it skips
+
+
+def test_partition_is_cached_until_a_statistics_row_changes(monkeypatch):
+    """Grouping tasks by equal statistics reads rows back from the device: done once, then reused until a row
+    is written (training, re-estimation, loading)."""
+    from leannet.multitask.adashare import TaskNorm
+
+    net = tiny_net().eval()
+    calls = []
+    original = TaskNorm.same_statistics
+    monkeypatch.setattr(TaskNorm, "same_statistics", lambda self, a, b: calls.append(1) or original(self, a, b))
+    x, _ = batch(4)
+    with torch.no_grad():
+        first = net(x)
+        counted = len(calls)
+        again = net(x)
+    assert counted > 0 and len(calls) == counted  # the second forward compared nothing
+    for t in TASKS:
+        assert torch.equal(first[t], again[t])
+    block = net.blocks[1]
+    assert block.partition((0, 1, 2)) == [(0, 1, 2)]
+    block.bn1.task_running_mean[1].add_(1.0)  # depth's statistics now differ here
+    assert block.partition((0, 1, 2)) == [(0, 2), (1,)]
+    net.load_state_dict(tiny_net().state_dict())  # rows copied back: equal again
+    assert block.partition((0, 1, 2)) == [(0, 1, 2)]
