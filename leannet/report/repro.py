@@ -482,11 +482,21 @@ def render_gpu(spec: Spec, root: Path, spec_name: str) -> list[str]:
     if not any((root / b.file).is_file() for b in spec.gpu_benchmarks):
         files = ", ".join(sorted({b.file for b in spec.gpu_benchmarks}))
         return [*lines, f"Not measured (no GPU run yet): `{spec.gpu_command}` on a CUDA machine writes {files}."]
-    return [*lines, "Paired ratios from one run on the GPU named in the machine column.", "",
+    notes = sorted({str(n) for b in spec.gpu_benchmarks if (n := _json_note(root / b.file))})
+    said = "".join(f" Conditions, as the run recorded them: {n}." for n in notes)
+    return [*lines, f"Paired ratios from one run on the GPU named in the machine column.{said}", "",
             "| benchmark | ratio | range over rounds | aim | what | machine | command |",
             "|---|---|---|---|---|---|---|",
             *(_bench_line(b, root, spec_name, "not measured (no GPU run yet)",
                           "not measured (the GPU run stopped before it)") for b in spec.gpu_benchmarks)]
+
+
+def _json_note(path: Path) -> str:
+    """The ``note`` a benchmark JSON file recorded about how it was measured ("" if none or unreadable)."""
+    try:
+        return str(json.loads(path.read_text()).get("note", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def render_benchmarks(spec: Spec, root: Path, spec_name: str) -> str:

@@ -90,7 +90,7 @@ def test_tssl_neuron(rule, device):
     grad = torch.randn(5, 4096)
     results = []
     for dev in ("cpu", device):
-        c = current.to(dev).requires_grad_()
+        c = current.clone().to(dev).requires_grad_()  # a fresh leaf per device (.to("cpu") returns `current`)
         psc, spikes = lif_psc_spikes(c, rule=rule)
         (psc * grad.to(dev)).sum().backward()
         results.append((psc, spikes, c.grad))

@@ -197,7 +197,11 @@ def test_gpu_section_says_not_measured_until_a_gpu_run_writes_its_file(tmp_path)
     generate(spec, root=tmp_path)
     bench = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| G | 1.02× | 1.00–1.05 |" in bench and "| NVIDIA H200 | `python gpu.py` |" in bench
-    assert "| H | 1.20× |" in bench
+    assert "| H | 1.20× |" in bench and "Conditions" not in bench
+    (tmp_path / "gpu.json").write_text(json.dumps(data | {"note": "measured beside other jobs"}))
+    generate(spec, root=tmp_path)
+    bench = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "column. Conditions, as the run recorded them: measured beside other jobs.\n" in bench
 
 
 def test_contention_benchmark_row_reads_its_json_and_tolerates_its_absence(tmp_path):
