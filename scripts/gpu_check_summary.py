@@ -15,8 +15,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from leannet.report.repro import effect
-from leannet.report.table import mean_std
+from leannet.report.repro import effect, format_mean_std
 from leannet.train.callbacks import read_metrics
 
 PAPER = {"cnn_tssl": "92.69 ± 0.09 %, best 92.83 % (100 epochs)", "mlp_tssl": "89.75 ± 0.03 % (100 epochs)"}
@@ -55,11 +54,10 @@ def suite_rows(root: Path) -> list[str]:
     base = results.get("baseline", {})
     lines = ["| variant | n | final test acc | paired Δ vs baseline |", "|---|---|---|---|"]
     for variant, by_seed in results.items():
-        mean, std = mean_std(list(by_seed.values()))
         seeds = sorted(set(by_seed) & set(base))
         size = effect([by_seed[s] for s in seeds], [base[s] for s in seeds], ">", True, 100.0, 2, " %") \
             if variant != "baseline" and seeds else "–"
-        lines.append(f"| {variant} | {len(by_seed)} | {100 * mean:.2f} ± {100 * std:.2f} % | {size} |")
+        lines.append(f"| {variant} | {len(by_seed)} | {format_mean_std(list(by_seed.values()), 100.0)} % | {size} |")
     return lines
 
 

@@ -36,13 +36,19 @@ def test_summary_of_a_cut_off_run(tmp_path):
     bench = tmp_path / "gpu.json"
     bench.write_text(json.dumps({"device": "NVIDIA H200", "torch": "2.11", "smoke": False,
                                  "rbn": {"a": "bn", "b": "rbn", "ratio_median": 1.05, "ratios": [1.0, 1.1]}}))
-    result = run("scripts/gpu_check_summary.py", str(tmp_path / "none"), str(tmp_path / "none"),
+    suite = tmp_path / "suite"
+    for variant, seed, acc in (("baseline", 0, 0.80), ("baseline", 1, 0.82), ("kd", 0, 0.83)):
+        (suite / variant / f"seed{seed}").mkdir(parents=True)
+        (suite / variant / f"seed{seed}" / "results.json").write_text(json.dumps({"seed": seed, "test_acc": acc}))
+    result = run("scripts/gpu_check_summary.py", str(tmp_path / "none"), str(suite),
                  "--tests", str(junit), "--bench", str(bench), "--json", str(tmp_path / "check.json"))
     assert result.returncode == 0, result.stderr[-2000:]
     text = result.stdout
     assert "3 tests: 1 passed, 1 failed, 0 errors, 1 skipped in 12 s" in text and "- test_b: boom" in text
     assert "| rbn (rbn / bn) | 1.050 | 1.00, 1.10 |" in text and "| trainer | not finished | – |" in text
     assert "| cnn_tssl | 0 | – | – |" in text
+    assert "| baseline | 2 | 81.00 ± 1.41 % | – |" in text  # a single run shows its value alone, not ± 0.00
+    assert "| kd | 1 | 83.00 % | +3.00 % (paired; 1/1 favour; sign p 1) |" in text
     assert json.loads((tmp_path / "check.json").read_text()) == {}
     partial = run("scripts/gpu_check_summary.py", str(tmp_path), str(tmp_path), "--tests", str(tmp_path / "no.xml"))
     assert "no JUnit file: not run, or cut off" in partial.stdout and "## GPU benchmarks\n\nnot run" in partial.stdout

@@ -220,7 +220,8 @@ def effect(
         p = sign_test(len(favour), len(untied))
         tied = len(diffs) - len(untied)
         ties = f", {tied} tied" if tied else ""
-        return (f"{scale * mean:+.{digits}f} ± {scale * std:.{digits}f}{unit} (paired; {len(favour)}/{len(diffs)} "
+        spread = f" ± {scale * std:.{digits}f}" if len(diffs) > 1 else ""  # one difference: its spread is unknown
+        return (f"{scale * mean:+.{digits}f}{spread}{unit} (paired; {len(favour)}/{len(diffs)} "
                 f"favour{ties}; sign p {p:.2g})")
     delta, se = difference(a, b, paired=False)
     if min(len(a), len(b)) < 2:  # a single value has no spread to estimate the error from
@@ -269,7 +270,7 @@ def verdict(a: list[float], b: list[float], op: str, paired: bool = False) -> st
     return "inconclusive"
 
 
-def _fmt(values: list[float], scale: float, digits: int = 2) -> str:
+def format_mean_std(values: list[float], scale: float, digits: int = 2) -> str:
     """Mean ± std over the values; a single value alone (its spread is unknown, not zero)."""
     mean, std = (f"{scale * v:.{digits}f}" for v in mean_std(values))
     mean = mean.lstrip("-") if float(mean) == 0 else mean
@@ -321,8 +322,8 @@ def render_rows(section: Section, root: Path, values: dict[str, list[float]] | N
         best = collect(row.files, row.best_key, root) if row.best_key else []
         unit = f" {row.unit}" if row.unit else ""
         count = f"{len(vals)} {row.per}{'s' if len(vals) > 1 else ''}"
-        out.append(f"| {row.name} | {count} | {_fmt(vals, row.scale, row.digits)}{unit} "
-                   f"| {(_fmt(best, row.scale, row.digits) + unit) if best else '–'} |")
+        out.append(f"| {row.name} | {count} | {format_mean_std(vals, row.scale, row.digits)}{unit} "
+                   f"| {(format_mean_std(best, row.scale, row.digits) + unit) if best else '–'} |")
     return "\n".join(out) + "\n"
 
 
@@ -390,7 +391,8 @@ def render_headline(spec: Spec, root: Path) -> str:
             for name, vals in ((claim.a, a), (claim.b, b)):
                 row = rows[name]
                 unit = f" {row.unit}" if row.unit else ""
-                shown.append(f"{_fmt(vals, row.scale, row.digits)}{unit} (n {len(vals)})" if vals else "not run")
+                shown.append(f"{format_mean_std(vals, row.scale, row.digits)}{unit} (n {len(vals)})" if vals
+                             else "not run")
             paper = section.paper.split(" (")[0] or section.title
             text, size, judged = claim_line(section, claim, values)
             lines.append(f"| {paper} | {text} | {' vs '.join(shown)} | {size} | {judged} |")

@@ -167,6 +167,7 @@ def test_paired_rows_pair_by_seed_folder_not_by_position(tmp_path):
     assert effect([0.9, 0.8], [0.7, 0.6], ">", paired=False, scale=100).startswith("+20.00 (SE ")
     assert effect([0.9], [0.7, 0.6], ">", paired=False, scale=100) == "+25.00 (one value on a side: no SE)"
     assert "1/3 favour, 2 tied; sign p 1)" in effect([0.5, 0.5, 0.6], [0.5, 0.5, 0.5], ">", paired=True)
+    assert effect([0.9], [0.7], ">", paired=True, scale=100) == "+20.00 (paired; 1/1 favour; sign p 1)"  # no ± 0.00
 
 
 def test_a_dict_by_seed_pairs_by_its_seeds(tmp_path):
