@@ -4,7 +4,10 @@ For a narrow ResNet-8 with BN or RBN and one cross-entropy step, prints each run
 worst parameter-gradient errors, as ‖g − g64‖ / ‖g64‖ against a float64 CPU step, for: float32 on the CPU
 (channels-last: RBN's C kernel), float32 on the device with TF32 off, and the same with deterministic cuDNN
 algorithms. It tells a device's summation order (errors near the CPU's) from an algorithm or a path that
-loses precision (errors orders of magnitude above it), which a CPU-vs-device tolerance alone cannot. Then
+loses precision (errors orders of magnitude above it), which a CPU-vs-device tolerance alone cannot; and it counts
+the ReLU inputs that fell on the other side of 0 than in float64 (one such flip moves every gradient below it
+by about 1e-3, whatever the arithmetic). `LEANNET_NATIVE=0` runs the CPU's channels-last float32 step on RBN's
+PyTorch path, the path CUDA takes. Then
 each RBN layer's own error on the device (:func:`rbn_layer_errors`), to find the layer and the term that lose
 precision.
 
@@ -30,15 +33,26 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def step(method: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: str, dtype: torch.dtype,
-         channels_last: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One training forward and backward of a copy of `method`: (loss, gradients by name)."""
+         channels_last: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One training forward and backward of a copy of `method`: (loss, gradients by name, and where each
+    convolution's input is exactly zero: the ReLU masks the backward used)."""
     m = copy.deepcopy(method).to(device=device, dtype=dtype).train()
     x = x.to(device=device, dtype=dtype)
     if channels_last:
         m, x = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    zeros: dict[str, torch.Tensor] = {}
+    for name, module in m.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(lambda _, args, __, name=name: zeros.__setitem__(name, (args[0] == 0).cpu()))
     out = m((x, y.to(device)))
     out["loss"].backward()
-    return out["loss"], {n: p.grad for n, p in m.named_parameters() if p.grad is not None}
+    return out["loss"], {n: p.grad for n, p in m.named_parameters() if p.grad is not None}, zeros
+
+
+def mask_flips(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Per convolution, the inputs that are zero in one run and not in the other: a ReLU whose input was
+    within rounding of 0 took the other branch, and its gradient path differs by O(1), not by rounding."""
+    return {n: int((a[n] ^ b[n]).sum()) for n in a if int((a[n] ^ b[n]).sum())}
 
 
 def rbn_layer_errors(device: str, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
@@ -60,7 +74,7 @@ def rbn_layer_errors(device: str, x: torch.Tensor, y: torch.Tensor) -> list[dict
 
     FusedRBN.backward = staticmethod(recording)
     try:
-        step(method, x, y, device, torch.float32, False)
+        step(method, x, y, device, torch.float32, device == "cpu")  # channels-last on the CPU, as above
     finally:
         FusedRBN.backward = staticmethod(backward)
     rows = []
@@ -89,14 +103,15 @@ def main() -> None:
         torch.manual_seed(0)
         method = build_method({"name": "ce"}, build_model("resnet8", num_classes=10, in_channels=1, norm=norm,
                                                           width=0.5), 10)
-        ref_loss, ref = step(method, x, y, "cpu", torch.float64, False)
+        ref_loss, ref, ref_zeros = step(method, x, y, "cpu", torch.float64, False)
         for label, device, deterministic in (("cpu float32", "cpu", False), ("device float32", args.device, False),
                                              ("device float32, deterministic cuDNN", args.device, True)):
             torch.backends.cudnn.deterministic = deterministic
-            loss, grads = step(method, x, y, device, torch.float32, device == "cpu")
+            loss, grads, zeros = step(method, x, y, device, torch.float32, device == "cpu")
             errors = sorted(((relative_error(grads[n], r), n) for n, r in ref.items()), reverse=True)
             row = {"norm": norm, "run": label, "loss_error": relative_error(loss, ref_loss),
-                   "worst_gradients": [[n, e] for e, n in errors[:5]]}
+                   "worst_gradients": [[n, e] for e, n in errors[:5]],
+                   "relu_mask_flips": mask_flips(ref_zeros, zeros)}
             report["runs"].append(row)
             print(json.dumps(row), flush=True)
     torch.backends.cudnn.deterministic = False

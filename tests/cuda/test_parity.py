@@ -4,7 +4,11 @@ Tolerances, as the relative L2 error ‖cuda − cpu‖ / ‖cpu‖ of each tens
 * `ELEMENTWISE` 1e-5 for the spiking neuron alone (elementwise operations and short loops over T: the
   devices differ only by rounding, and the spike trains must be identical);
 * `NETWORK` 1e-4 for losses and gradients of whole networks (convolutions and matrix products sum in
-  another order on the GPU; RBN runs on its C kernel on the CPU and on PyTorch operations on CUDA).
+  another order on the GPU; RBN runs on its C kernel on the CPU and on PyTorch operations on CUDA);
+* `FLOAT64` 1e-9 for whole ResNets compared in float64. In float32 a ReLU input within rounding of 0 can take
+  the other branch on one device, and that single flip moves every gradient below it by about 1e-3: on an
+  H200 the RBN ResNet-8 step had one (scripts/cuda_parity_probe.py, results/gpu/h200_2026-12-04; the CPU's
+  channels-last float32 step has the same flip). Float64 compares the arithmetic, not the branches.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from leannet.spiking.neurons import lif_psc_spikes
 pytestmark = pytest.mark.cuda
 ELEMENTWISE = 1e-5
 NETWORK = 1e-4
+FLOAT64 = 1e-9
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -63,7 +68,8 @@ def batch(shape=(16, 1, 28, 28), classes=10, seed=0):
 def test_rbn_resnet_step(norm, device):
     torch.manual_seed(0)
     model = build_model("resnet8", num_classes=10, in_channels=1, norm=norm, width=0.5)
-    assert_same_step(build_method({"name": "ce"}, model, 10), batch(), device, NETWORK)
+    x, y = batch()
+    assert_same_step(build_method({"name": "ce"}, model, 10).double(), (x.double(), y), device, FLOAT64)
 
 
 def test_rbn_layer_forward_backward(device):
