@@ -21,6 +21,9 @@
 # On the GPU machine, with the device tool (the image there has torch, lightning, torchmetrics, timm, pytest,
 # pytest-xdist and matplotlib; only omegaconf and antlr4 travel, as wheels):
 #   run(command="bash scripts/gpu_check.sh run", carry=[".whl", ".gpu_data"], timeout_s=590)
+# The first run's open question (a test process aborted in glibc, 'munmap_chunk(): invalid pointer'), bisected in
+# about 3 minutes, files in $OUT (diagnose.log, steps.log, cuda_parity_probe.json); DIAG_DEVICE=cpu rehearses it:
+#   run(command="bash scripts/gpu_check.sh diagnose", carry=[".whl", ".gpu_data"], timeout_s=300)
 # A rehearsal on a CPU (tiny sizes, the CUDA tests' quick part on the CPU, no CNN: its 10,000-image test pass
 # alone takes minutes on one core; five of the KD variants), about 4 minutes on one core:
 #   SMOKE=1 OUT=/tmp/gpu_check_out bash scripts/gpu_check.sh run
@@ -127,8 +130,37 @@ run() {
   echo "gpu_check done after ${SECONDS} s; results in $OUT"
 }
 
+diagnose() {  # the first GPU run's open question, bisected in about 3 minutes: which process aborts at exit
+  OUT=${OUT:-runs/gpu_check_out}
+  mkdir -p "$OUT"
+  exec > >(tee -a "$OUT/diagnose.log") 2>&1
+  setup
+  local dev=${DIAG_DEVICE:-cuda}  # DIAG_DEVICE=cpu rehearses it on a CPU
+  [ "$dev" = cuda ] || export LEANNET_TEST_DEVICE=$dev
+  local d=/tmp/leannet_diagnose tiny=(data.few_shot=100 data.val_size=200 model.name=resnet8 model.width=0.5
+                                      trainer.progress=none "out_dir=/tmp/leannet_diagnose")
+  step() {  # step NAME COMMAND...: its exit status (134: abort, as glibc's 'munmap_chunk(): invalid pointer')
+    local name=$1 rc=0
+    shift
+    timeout -k 10 120 "$@" > "$d.$name.log" 2>&1 || rc=$?
+    echo "$name: exit $rc$([ "$rc" = 134 ] && echo ' (abort)'); last lines:"
+    tail -n 3 "$d.$name.log" | sed 's/^/    /'
+  }
+  step torch_only "$PY" -c "import torch; torch.zeros(1, device='$dev').sum().item(); print('ok')"
+  step train_cuda "$PY" -m leannet.cli train recipes/baseline/fashion_mnist.yaml "${tiny[@]}" name=a \
+    "trainer.accelerator=$dev" trainer.max_epochs=1
+  step resume_cpu "$PY" -m leannet.cli train --resume "$d/a" trainer.accelerator=cpu trainer.max_epochs=2
+  local test=tests/cuda/test_checkpoints.py::test_cuda_run_loads_on_the_cpu_and_resumes_on_the_cpu
+  step pytest_checkpoint "$PY" -X faulthandler -m pytest -q -p no:cacheprovider "$test"
+  step pytest_checkpoint_no_kernel env LEANNET_NATIVE=0 "$PY" -X faulthandler -m pytest -q -p no:cacheprovider "$test"
+  step pytest_parity "$PY" -X faulthandler -m pytest -q -p no:cacheprovider tests/cuda/test_parity.py
+  step probe "$PY" scripts/cuda_parity_probe.py --device "$dev" --out "$OUT/cuda_parity_probe.json"
+  tail -n 40 "$d".*.log > "$OUT/steps.log" 2>/dev/null || true  # every step's last lines, with its name
+}
+
 case "${1:-}" in
   prepare) prepare ;;
   run) run ;;
-  *) echo "usage: bash scripts/gpu_check.sh prepare|run (see the comments at its top)" >&2; exit 2 ;;
+  diagnose) diagnose ;;
+  *) echo "usage: bash scripts/gpu_check.sh prepare|run|diagnose (see the comments at its top)" >&2; exit 2 ;;
 esac
