@@ -42,6 +42,16 @@ def accuracy_curve(run_dir: Path) -> list[float]:
     return [r["val/acc"] for r in rows]
 
 
+def curve_gap(run_a: Path, run_b: Path) -> dict[str, Any] | None:
+    """How far two runs' test curves are apart over the epochs both finished (e.g. the same seed on two
+    devices): the largest and the mean absolute difference, in accuracy units; ``None`` without a shared epoch."""
+    a, b = accuracy_curve(run_a), accuracy_curve(run_b)
+    gaps = [abs(x - y) for x, y in zip(a, b, strict=False)]
+    if not gaps:
+        return None
+    return {"epochs": len(gaps), "max_abs": max(gaps), "mean_abs": sum(gaps) / len(gaps)}
+
+
 def run_summary(run_dir: Path, planned_epochs: int | None = None) -> dict[str, Any] | None:
     """One run's curve, final and best test accuracy, and whether it finished; None without a metrics.csv."""
     curve = accuracy_curve(run_dir)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from leannet.spiking.paper import PAPER, compare, run_summary
+from leannet.spiking.paper import PAPER, compare, curve_gap, run_summary
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,3 +92,11 @@ def test_report_over_the_suites_tiny(tmp_path, monkeypatch):
     assert written["mlp"]["variants"]["tssl"]["final"] == summary["mlp"]["variants"]["tssl"]["final"]
     assert "partial, 3 of 100 epochs" in (tmp_path / "out/summary.md").read_text()
     assert (tmp_path / "out/test_curves.png").is_file()
+
+
+def test_curve_gap_over_shared_epochs(tmp_path):
+    a = write_run(tmp_path / "a", [0.80, 0.85, 0.90], finished=False)
+    b = write_run(tmp_path / "b", [0.81, 0.83], finished=False)
+    gap = curve_gap(a, b)
+    assert gap["epochs"] == 2 and math.isclose(gap["max_abs"], 0.02) and math.isclose(gap["mean_abs"], 0.015)
+    assert curve_gap(a, tmp_path / "missing") is None
