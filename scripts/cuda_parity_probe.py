@@ -7,9 +7,8 @@ algorithms. It tells a device's summation order (errors near the CPU's) from an 
 loses precision (errors orders of magnitude above it), which a CPU-vs-device tolerance alone cannot; and it counts
 the ReLU inputs that fell on the other side of 0 than in float64 (one such flip moves every gradient below it
 by about 1e-3, whatever the arithmetic). `LEANNET_NATIVE=0` runs the CPU's channels-last float32 step on RBN's
-PyTorch path, the path CUDA takes. Then
-each RBN layer's own error on the device (:func:`rbn_layer_errors`), to find the layer and the term that lose
-precision.
+PyTorch path, the path CUDA takes. Then each RBN layer's own error on the device (:func:`rbn_layer_errors`),
+to find the layer and the term that lose precision.
 
     python scripts/cuda_parity_probe.py [--device cuda] [--out probe.json]
 """
@@ -52,7 +51,8 @@ def step(method: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: str,
 def mask_flips(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, int]:
     """Per convolution, the inputs that are zero in one run and not in the other: a ReLU whose input was
     within rounding of 0 took the other branch, and its gradient path differs by O(1), not by rounding."""
-    return {n: int((a[n] ^ b[n]).sum()) for n in a if int((a[n] ^ b[n]).sum())}
+    counts = {n: int((a[n] ^ b[n]).sum()) for n in a}
+    return {n: count for n, count in counts.items() if count}
 
 
 def rbn_layer_errors(device: str, x: torch.Tensor, y: torch.Tensor) -> list[dict]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # leannet on one CUDA GPU in under 10 minutes (issues 15 and 25): five jobs side by side, each with its own budget.
 # Measured on one H200 (2026-12-04, results/gpu/h200_2026-12-04): tests 76 s, benchmarks 89 s; in 520 s the CNN
-# finished 19 epochs (about 22 s each beside the other jobs), the MLP 45, the KD suite 21 of its 70 runs.
+# finished 19 epochs beside the other jobs, the MLP 45, the KD suite 21 of its 70 runs.
 #   - the CUDA tests (tests/cuda: every method, norm, freeze mode, KE and the spiking nets in 32-true, bf16-mixed
 #     and 16-mixed; CUDA vs CPU losses and gradients; checkpoints across devices; explain)   TESTS_S, 300 s
 #   - the GPU benchmarks (benchmarks/gpu.py -> benchmarks/results/gpu.json)                  BENCH_S, 240 s
